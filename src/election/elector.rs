@@ -1,0 +1,159 @@
+//! The `Elector` actor: runs one backend's campaign and turns its claims into `RoleChanged`
+//! messages. It owns the identity and the lease; nothing else talks to the election.
+
+use std::sync::Arc;
+
+use actix::prelude::*;
+use tokio::sync::{Notify, oneshot, watch};
+use tokio_util::sync::CancellationToken;
+
+use super::{Campaign, Claim, ElectionBackend};
+use crate::metrics::{Metrics, NameLabel};
+use crate::role::{Role, RoleChanged};
+use crate::storage::Fenced;
+
+/// Asks for the current [`Claim`].
+#[derive(Message)]
+#[rtype(result = "Claim")]
+pub struct GetClaim;
+
+/// Stops the campaign, releasing leadership if held; answered once released.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Shutdown;
+
+/// The elector.
+pub struct Elector {
+    backend: Option<Box<dyn ElectionBackend>>,
+    /// Told of every role change, in order (storage first, so writes stop first).
+    subscribers: Vec<Recipient<RoleChanged>>,
+    claim: Claim,
+    shutdown: CancellationToken,
+    step_down: Arc<Notify>,
+    done: Option<oneshot::Receiver<()>>,
+    metrics: Metrics,
+    lease_name: String,
+    term_floor: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Elector {
+    /// An elector that will run `backend` once started.
+    pub fn new(
+        backend: Box<dyn ElectionBackend>,
+        subscribers: Vec<Recipient<RoleChanged>>,
+        metrics: Metrics,
+        lease_name: &str,
+        term_floor: Arc<std::sync::atomic::AtomicU64>,
+    ) -> Self {
+        Self {
+            backend: Some(backend),
+            subscribers,
+            claim: Claim::candidate(),
+            shutdown: CancellationToken::new(),
+            step_down: Arc::new(Notify::new()),
+            done: None,
+            metrics,
+            lease_name: lease_name.to_string(),
+            term_floor,
+        }
+    }
+}
+
+impl Actor for Elector {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        let backend = self.backend.take().expect("an elector starts once");
+        tracing::info!(backend = backend.name(), "election starting");
+        let (claims, rx) = watch::channel(Claim::candidate());
+        let campaign = Campaign {
+            claims,
+            shutdown: self.shutdown.clone(),
+            step_down: self.step_down.clone(),
+            term_floor: self.term_floor.clone(),
+        };
+        let (done_tx, done_rx) = oneshot::channel();
+        self.done = Some(done_rx);
+        tokio::spawn(async move {
+            backend.run(campaign).await;
+            let _ = done_tx.send(());
+        });
+        let stream = futures::stream::unfold(rx, |mut rx| async move {
+            rx.changed().await.ok()?;
+            let claim = rx.borrow_and_update().clone();
+            Some((claim, rx))
+        });
+        ctx.add_stream(stream);
+    }
+}
+
+impl StreamHandler<Claim> for Elector {
+    fn handle(&mut self, claim: Claim, _: &mut Self::Context) {
+        let changed = claim.role != self.claim.role;
+        let is_leader = matches!(claim.role, Role::Leader { .. });
+        self.metrics.is_leader.set(i64::from(is_leader));
+        self.metrics.term.set(claim.role.term().unwrap_or(0) as i64);
+        self.metrics
+            .master_status
+            .get_or_create(&NameLabel {
+                name: self.lease_name.clone(),
+            })
+            .set(i64::from(is_leader));
+        if let Some(lease) = &claim.lease {
+            self.metrics.lease_transitions.set(lease.transitions as i64);
+        }
+        if changed {
+            match &claim.role {
+                Role::Leader { term } => tracing::info!(term, "became leader"),
+                Role::Follower { leader } => {
+                    tracing::info!(leader = leader.as_deref().unwrap_or("unknown"), "following")
+                }
+            }
+            for s in &self.subscribers {
+                s.do_send(RoleChanged {
+                    role: claim.role.clone(),
+                });
+            }
+        }
+        self.claim = claim;
+    }
+
+    fn finished(&mut self, _: &mut Self::Context) {
+        // The campaign ended (shutdown): nothing more will change.
+    }
+}
+
+impl Handler<GetClaim> for Elector {
+    type Result = MessageResult<GetClaim>;
+
+    fn handle(&mut self, _: GetClaim, _: &mut Self::Context) -> Self::Result {
+        MessageResult(self.claim.clone())
+    }
+}
+
+impl Handler<Fenced> for Elector {
+    type Result = ();
+
+    fn handle(&mut self, msg: Fenced, _: &mut Self::Context) {
+        tracing::error!(
+            term = msg.term,
+            newer_term = msg.newer_term,
+            "stepping down: fenced by storage"
+        );
+        self.step_down.notify_one();
+    }
+}
+
+impl Handler<Shutdown> for Elector {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, _: Shutdown, _: &mut Self::Context) -> Self::Result {
+        self.shutdown.cancel();
+        let done = self.done.take();
+        Box::pin(async move {
+            if let Some(done) = done {
+                let _ = done.await;
+            }
+        })
+    }
+}

@@ -1,0 +1,32 @@
+//! cost-model: a highly available replica of the Kubecost cost-model container.
+//!
+//! Actors (`election`, `storage`, `etl`, the query executor in `api`) exchange messages; `model`
+//! is pure data, `query` pure computation over it. See DESIGN.md in the shared notes.
+
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod app;
+pub mod config;
+pub mod election;
+pub mod etl;
+pub mod metrics;
+pub mod model;
+pub mod query;
+pub mod role;
+pub mod storage;
+
+/// Initialises logging: `RUST_LOG` filters (default `info`), text or JSON lines.
+pub fn init_tracing(json: bool) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,actix_server=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}

@@ -1,0 +1,165 @@
+//! Prometheus metrics of the replica, served at `/metrics`. Metric handles are atomics shared
+//! by the actors that update them; the registry only reads them.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// A `result` label: `ok`, `error`, `fenced`, ...
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabel {
+    /// The outcome.
+    pub result: String,
+}
+
+impl ResultLabel {
+    /// A label with this outcome.
+    pub fn of(result: &str) -> Self {
+        Self {
+            result: result.to_string(),
+        }
+    }
+}
+
+/// client-go's `name` label for `leader_election_master_status`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NameLabel {
+    /// The lease name.
+    pub name: String,
+}
+
+/// Every metric the replica exports.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Arc<Registry>,
+    /// 1 while this replica leads.
+    pub is_leader: Gauge,
+    /// 1 while storage accepts writes.
+    pub writes_enabled: Gauge,
+    /// The fencing term of this replica's leadership (0 when following).
+    pub term: Gauge,
+    /// The lease's `leaseTransitions` as last observed.
+    pub lease_transitions: Gauge,
+    /// client-go compatible leader status, labelled by lease name.
+    pub master_status: Family<NameLabel, Gauge>,
+    /// Bucket polls by result.
+    pub polls: Family<ResultLabel, Counter>,
+    /// Backup writes by result.
+    pub writes: Family<ResultLabel, Counter>,
+    /// Writes that reached a follower and were dropped.
+    pub follower_writes_dropped: Counter,
+    /// Backup objects skipped because they failed verification.
+    pub corrupt_objects: Counter,
+    /// The loaded manifest generation.
+    pub snapshot_generation: Gauge,
+    /// Seconds since the loaded generation was published.
+    pub data_age_seconds: Gauge<f64, AtomicU64>,
+    /// API query latency.
+    pub query_seconds: Histogram,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Creates and registers every metric.
+    pub fn new() -> Self {
+        let mut r = Registry::default();
+        let m = Self {
+            registry: Arc::new(Registry::default()),
+            is_leader: Gauge::default(),
+            writes_enabled: Gauge::default(),
+            term: Gauge::default(),
+            lease_transitions: Gauge::default(),
+            master_status: Family::default(),
+            polls: Family::default(),
+            writes: Family::default(),
+            follower_writes_dropped: Counter::default(),
+            corrupt_objects: Counter::default(),
+            snapshot_generation: Gauge::default(),
+            data_age_seconds: Gauge::default(),
+            query_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
+        };
+        r.register(
+            "costmodel_is_leader",
+            "1 while this replica leads",
+            m.is_leader.clone(),
+        );
+        r.register(
+            "costmodel_writes_enabled",
+            "1 while storage accepts backup writes",
+            m.writes_enabled.clone(),
+        );
+        r.register(
+            "costmodel_term",
+            "Fencing term of this replica's leadership",
+            m.term.clone(),
+        );
+        r.register(
+            "costmodel_lease_transitions",
+            "leaseTransitions of the Lease as last observed",
+            m.lease_transitions.clone(),
+        );
+        r.register(
+            "leader_election_master_status",
+            "1 = this process holds the lease, 0 = backup",
+            m.master_status.clone(),
+        );
+        r.register(
+            "costmodel_backup_polls",
+            "Bucket polls by result",
+            m.polls.clone(),
+        );
+        r.register(
+            "costmodel_backup_writes",
+            "Backup writes by result",
+            m.writes.clone(),
+        );
+        r.register(
+            "costmodel_follower_writes_dropped",
+            "Backup writes that reached a follower and were dropped",
+            m.follower_writes_dropped.clone(),
+        );
+        r.register(
+            "costmodel_corrupt_objects",
+            "Backup objects skipped because they failed verification",
+            m.corrupt_objects.clone(),
+        );
+        r.register(
+            "costmodel_snapshot_generation",
+            "Loaded backup manifest generation",
+            m.snapshot_generation.clone(),
+        );
+        r.register(
+            "costmodel_data_age_seconds",
+            "Seconds since the loaded generation was published",
+            m.data_age_seconds.clone(),
+        );
+        r.register(
+            "costmodel_query_duration_seconds",
+            "API query latency",
+            m.query_seconds.clone(),
+        );
+        Self {
+            registry: Arc::new(r),
+            ..m
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+}

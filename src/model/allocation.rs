@@ -1,0 +1,445 @@
+//! OpenCost's `Allocation`: the cost of one container (or of an aggregate of them) over a window,
+//! with the same field names and the same arithmetic for adding two together.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::{Resolution, Window};
+
+/// Name of the idle allocation (capacity paid for but not allocated).
+pub const IDLE: &str = "__idle__";
+/// Aggregation value for an allocation that lacks the aggregated property.
+pub const UNALLOCATED: &str = "__unallocated__";
+/// Name part for volumes and load balancers that no running pod uses.
+pub const UNMOUNTED: &str = "__unmounted__";
+
+/// The Kubernetes identity of an allocation. Empty strings mean "not set" and are omitted from
+/// JSON, as OpenCost's `omitempty` does.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct AllocationProperties {
+    /// Cluster id.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub cluster: String,
+    /// Node name.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub node: String,
+    /// Container name.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub container: String,
+    /// Controller name (deployment, statefulset, ...).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub controller: String,
+    /// Controller kind, lower case as OpenCost reports it (`deployment`, `statefulset`, ...).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub controller_kind: String,
+    /// Namespace.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub namespace: String,
+    /// Pod name.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub pod: String,
+    /// Services selecting the pod.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub services: Vec<String>,
+    /// Node provider id.
+    #[serde(rename = "providerID", skip_serializing_if = "String::is_empty")]
+    pub provider_id: String,
+    /// Pod labels, keys Prometheus-sanitised.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Pod annotations.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+    /// Namespace labels.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub namespace_labels: BTreeMap<String, String>,
+}
+
+/// A persistent volume's share in an allocation (`pvs` map value).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PvAllocation {
+    /// GiB-agnostic byte-hours of the volume attributed here.
+    pub byte_hours: f64,
+    /// Cost attributed here.
+    pub cost: f64,
+    /// Provider id of the volume.
+    #[serde(rename = "providerID", default)]
+    pub provider_id: String,
+}
+
+/// A load balancer's share in an allocation (`lbAllocations` map value).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LbAllocation {
+    /// `namespace/name` of the service.
+    pub service: String,
+    /// Cost attributed here.
+    pub cost: f64,
+    /// Whether the load balancer is internal.
+    pub private: bool,
+    /// Ingress IP.
+    pub ip: String,
+    /// Hours the load balancer ran in the window.
+    pub hours: f64,
+}
+
+/// One allocation: the stored form, at full precision. OpenCost's derived values (`minutes`,
+/// `cpuCores`, efficiencies, `totalCost`, ...) are methods, so they can never disagree with the
+/// stored ones.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Allocation {
+    pub name: String,
+    pub properties: AllocationProperties,
+    pub window: Option<Window>,
+    pub start: Option<DateTime<Utc>>,
+    pub end: Option<DateTime<Utc>>,
+    pub cpu_core_request_average: f64,
+    pub cpu_core_usage_average: f64,
+    pub cpu_core_limit_average: f64,
+    pub cpu_core_hours: f64,
+    pub cpu_cost: f64,
+    pub cpu_cost_adjustment: f64,
+    pub cpu_cost_idle: f64,
+    pub gpu_request_average: f64,
+    pub gpu_usage_average: f64,
+    pub gpu_hours: f64,
+    pub gpu_cost: f64,
+    pub gpu_cost_adjustment: f64,
+    pub gpu_cost_idle: f64,
+    pub network_transfer_bytes: f64,
+    pub network_receive_bytes: f64,
+    pub network_cost: f64,
+    pub network_cross_zone_cost: f64,
+    pub network_cross_region_cost: f64,
+    pub network_internet_cost: f64,
+    pub network_cost_adjustment: f64,
+    pub load_balancer_cost: f64,
+    pub load_balancer_cost_adjustment: f64,
+    pub pvs: BTreeMap<String, PvAllocation>,
+    pub pv_cost_adjustment: f64,
+    pub ram_byte_request_average: f64,
+    pub ram_byte_usage_average: f64,
+    pub ram_byte_limit_average: f64,
+    pub ram_byte_hours: f64,
+    pub ram_cost: f64,
+    pub ram_cost_adjustment: f64,
+    pub ram_cost_idle: f64,
+    pub external_cost: f64,
+    pub shared_cost: f64,
+    /// Peak CPU usage (cores); only meaningful on an unaggregated allocation.
+    pub cpu_core_usage_max: f64,
+    /// Peak RAM usage (bytes); only meaningful on an unaggregated allocation.
+    pub ram_byte_usage_max: f64,
+    pub lb_allocations: BTreeMap<String, LbAllocation>,
+}
+
+impl Allocation {
+    /// Whether this is an idle allocation.
+    pub fn is_idle(&self) -> bool {
+        self.name == IDLE || self.name.ends_with("/__idle__")
+    }
+
+    /// Whether this allocation is the unmounted-volume bucket.
+    pub fn is_unmounted(&self) -> bool {
+        self.name.ends_with(UNMOUNTED)
+    }
+
+    /// `end − start` in minutes (0 when either is unset).
+    pub fn minutes(&self) -> f64 {
+        match (self.start, self.end) {
+            (Some(s), Some(e)) if e > s => (e - s).num_milliseconds() as f64 / 60_000.0,
+            _ => 0.0,
+        }
+    }
+
+    fn per_hour(&self, total: f64) -> f64 {
+        let hours = self.minutes() / 60.0;
+        if hours > 0.0 { total / hours } else { 0.0 }
+    }
+
+    /// Average allocated cores over the allocation's running time.
+    pub fn cpu_cores(&self) -> f64 {
+        self.per_hour(self.cpu_core_hours)
+    }
+    /// Average allocated bytes.
+    pub fn ram_bytes(&self) -> f64 {
+        self.per_hour(self.ram_byte_hours)
+    }
+    /// Average GPUs.
+    pub fn gpu_count(&self) -> f64 {
+        self.per_hour(self.gpu_hours)
+    }
+    /// Sum of the volumes' byte-hours.
+    pub fn pv_byte_hours(&self) -> f64 {
+        self.pvs.values().map(|p| p.byte_hours).sum()
+    }
+    /// Average volume bytes.
+    pub fn pv_bytes(&self) -> f64 {
+        self.per_hour(self.pv_byte_hours())
+    }
+    /// Sum of the volumes' costs.
+    pub fn pv_cost(&self) -> f64 {
+        self.pvs.values().map(|p| p.cost).sum()
+    }
+
+    pub fn cpu_total_cost(&self) -> f64 {
+        self.cpu_cost + self.cpu_cost_adjustment
+    }
+    pub fn ram_total_cost(&self) -> f64 {
+        self.ram_cost + self.ram_cost_adjustment
+    }
+    pub fn gpu_total_cost(&self) -> f64 {
+        self.gpu_cost + self.gpu_cost_adjustment
+    }
+    pub fn pv_total_cost(&self) -> f64 {
+        self.pv_cost() + self.pv_cost_adjustment
+    }
+    pub fn network_total_cost(&self) -> f64 {
+        self.network_cost + self.network_cost_adjustment
+    }
+    pub fn lb_total_cost(&self) -> f64 {
+        self.load_balancer_cost + self.load_balancer_cost_adjustment
+    }
+
+    /// OpenCost's `TotalCost`.
+    pub fn total_cost(&self) -> f64 {
+        self.cpu_total_cost()
+            + self.gpu_total_cost()
+            + self.ram_total_cost()
+            + self.pv_total_cost()
+            + self.network_total_cost()
+            + self.lb_total_cost()
+            + self.shared_cost
+            + self.external_cost
+    }
+
+    /// usage ÷ request; without a request 1 when something was used and paid for, else 0.
+    fn efficiency(usage: f64, request: f64, cost: f64) -> f64 {
+        if request > 0.0 {
+            usage / request
+        } else if usage == 0.0 || cost == 0.0 {
+            0.0
+        } else if usage > 0.0 {
+            1.0
+        } else {
+            0.0
+        }
+    }
+    pub fn cpu_efficiency(&self) -> f64 {
+        Self::efficiency(
+            self.cpu_core_usage_average,
+            self.cpu_core_request_average,
+            self.cpu_cost,
+        )
+    }
+    pub fn ram_efficiency(&self) -> f64 {
+        Self::efficiency(
+            self.ram_byte_usage_average,
+            self.ram_byte_request_average,
+            self.ram_cost,
+        )
+    }
+    pub fn gpu_efficiency(&self) -> f64 {
+        if self.gpu_request_average > 0.0 && self.gpu_usage_average > 0.0 {
+            self.gpu_usage_average / self.gpu_request_average
+        } else {
+            0.0
+        }
+    }
+    /// Cost-weighted CPU and RAM efficiency.
+    pub fn total_efficiency(&self) -> f64 {
+        let cost = self.cpu_total_cost() + self.ram_total_cost();
+        if cost > 0.0 {
+            (self.cpu_efficiency() * self.cpu_total_cost()
+                + self.ram_efficiency() * self.ram_total_cost())
+                / cost
+        } else {
+            0.0
+        }
+    }
+
+    /// Adds `other` into `self`, as OpenCost's `Allocation.add`: costs and hours sum; windows,
+    /// start and end widen; averages are recombined weighted by running minutes so that an
+    /// aggregate's request average is the average total request over its span.
+    pub fn add(&mut self, other: &Allocation) {
+        let (m1, m2) = (self.minutes(), other.minutes());
+        let weighted = |a: f64, b: f64| a * m1 + b * m2;
+        let cpu_req = weighted(
+            self.cpu_core_request_average,
+            other.cpu_core_request_average,
+        );
+        let cpu_use = weighted(self.cpu_core_usage_average, other.cpu_core_usage_average);
+        let cpu_lim = weighted(self.cpu_core_limit_average, other.cpu_core_limit_average);
+        let ram_req = weighted(
+            self.ram_byte_request_average,
+            other.ram_byte_request_average,
+        );
+        let ram_use = weighted(self.ram_byte_usage_average, other.ram_byte_usage_average);
+        let ram_lim = weighted(self.ram_byte_limit_average, other.ram_byte_limit_average);
+        let gpu_req = weighted(self.gpu_request_average, other.gpu_request_average);
+        let gpu_use = weighted(self.gpu_usage_average, other.gpu_usage_average);
+
+        self.window = match (self.window, other.window) {
+            (Some(a), Some(b)) => Some(a.union(&b)),
+            (a, b) => a.or(b),
+        };
+        self.start = min_opt(self.start, other.start);
+        self.end = max_opt(self.end, other.end);
+        let m = self.minutes();
+        let avg = |total: f64| if m > 0.0 { total / m } else { 0.0 };
+        self.cpu_core_request_average = avg(cpu_req);
+        self.cpu_core_usage_average = avg(cpu_use);
+        self.cpu_core_limit_average = avg(cpu_lim);
+        self.ram_byte_request_average = avg(ram_req);
+        self.ram_byte_usage_average = avg(ram_use);
+        self.ram_byte_limit_average = avg(ram_lim);
+        self.gpu_request_average = avg(gpu_req);
+        self.gpu_usage_average = avg(gpu_use);
+
+        self.cpu_core_hours += other.cpu_core_hours;
+        self.cpu_cost += other.cpu_cost;
+        self.cpu_cost_adjustment += other.cpu_cost_adjustment;
+        self.cpu_cost_idle += other.cpu_cost_idle;
+        self.gpu_hours += other.gpu_hours;
+        self.gpu_cost += other.gpu_cost;
+        self.gpu_cost_adjustment += other.gpu_cost_adjustment;
+        self.gpu_cost_idle += other.gpu_cost_idle;
+        self.network_transfer_bytes += other.network_transfer_bytes;
+        self.network_receive_bytes += other.network_receive_bytes;
+        self.network_cost += other.network_cost;
+        self.network_cross_zone_cost += other.network_cross_zone_cost;
+        self.network_cross_region_cost += other.network_cross_region_cost;
+        self.network_internet_cost += other.network_internet_cost;
+        self.network_cost_adjustment += other.network_cost_adjustment;
+        self.load_balancer_cost += other.load_balancer_cost;
+        self.load_balancer_cost_adjustment += other.load_balancer_cost_adjustment;
+        self.pv_cost_adjustment += other.pv_cost_adjustment;
+        self.ram_byte_hours += other.ram_byte_hours;
+        self.ram_cost += other.ram_cost;
+        self.ram_cost_adjustment += other.ram_cost_adjustment;
+        self.ram_cost_idle += other.ram_cost_idle;
+        self.external_cost += other.external_cost;
+        self.shared_cost += other.shared_cost;
+        self.cpu_core_usage_max = self.cpu_core_usage_max.max(other.cpu_core_usage_max);
+        self.ram_byte_usage_max = self.ram_byte_usage_max.max(other.ram_byte_usage_max);
+        for (k, pv) in &other.pvs {
+            let e = self.pvs.entry(k.clone()).or_insert_with(|| PvAllocation {
+                provider_id: pv.provider_id.clone(),
+                ..PvAllocation::default()
+            });
+            e.byte_hours += pv.byte_hours;
+            e.cost += pv.cost;
+        }
+        for (k, lb) in &other.lb_allocations {
+            let e = self
+                .lb_allocations
+                .entry(k.clone())
+                .or_insert_with(|| LbAllocation {
+                    service: lb.service.clone(),
+                    private: lb.private,
+                    ip: lb.ip.clone(),
+                    ..LbAllocation::default()
+                });
+            e.cost += lb.cost;
+            e.hours += lb.hours;
+        }
+    }
+}
+
+fn min_opt(a: Option<DateTime<Utc>>, b: Option<DateTime<Utc>>) -> Option<DateTime<Utc>> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+fn max_opt(a: Option<DateTime<Utc>>, b: Option<DateTime<Utc>>) -> Option<DateTime<Utc>> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.max(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// Every allocation of one window at one resolution, as the ETL stores it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AllocationSet {
+    /// The ETL window this set belongs to (a whole hour or day).
+    pub window: Window,
+    /// `1h` or `1d`.
+    pub resolution: Resolution,
+    /// The end of the data in this set: `window.end` when the window is complete, earlier while
+    /// the window is still being built.
+    pub data_end: DateTime<Utc>,
+    /// The allocations, unaggregated, including per-node idle allocations.
+    pub allocations: Vec<Allocation>,
+}
+
+impl AllocationSet {
+    /// Whether the set covers its whole window.
+    pub fn is_complete(&self) -> bool {
+        self.data_end >= self.window.end
+    }
+
+    /// Sum of every allocation's total cost.
+    pub fn total_cost(&self) -> f64 {
+        self.allocations.iter().map(Allocation::total_cost).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn alloc(h0: u32, h1: u32, req: f64, cost: f64) -> Allocation {
+        let s = Utc.with_ymd_and_hms(2026, 11, 24, h0, 0, 0).unwrap();
+        let e = Utc.with_ymd_and_hms(2026, 11, 24, h1, 0, 0).unwrap();
+        Allocation {
+            window: Some(Window::new(s, e)),
+            start: Some(s),
+            end: Some(e),
+            cpu_core_request_average: req,
+            cpu_core_usage_average: req / 2.0,
+            cpu_core_hours: req * f64::from(h1 - h0),
+            cpu_cost: cost,
+            ..Allocation::default()
+        }
+    }
+
+    #[test]
+    fn add_sums_costs_and_weights_averages_by_minutes() {
+        // 2 cores for 2 h followed by 1 core for 2 h: 1.5 cores on average over 4 h.
+        let mut a = alloc(0, 2, 2.0, 1.0);
+        a.add(&alloc(2, 4, 1.0, 0.5));
+        assert_eq!(a.minutes(), 240.0);
+        assert!((a.cpu_core_request_average - 1.5).abs() < 1e-12);
+        assert!((a.cpu_core_hours - 6.0).abs() < 1e-12);
+        assert!((a.cpu_cores() - 1.5).abs() < 1e-12);
+        assert!((a.total_cost() - 1.5).abs() < 1e-12);
+        assert!((a.cpu_efficiency() - 0.5).abs() < 1e-12);
+    }
+
+    #[test]
+    fn concurrent_allocations_add_their_averages() {
+        // Two pods side by side over the same 2 h: the aggregate requests 3 cores on average.
+        let mut a = alloc(0, 2, 2.0, 1.0);
+        a.add(&alloc(0, 2, 1.0, 1.0));
+        assert!((a.cpu_core_request_average - 3.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn efficiency_without_request() {
+        let mut a = alloc(0, 1, 0.0, 1.0);
+        a.cpu_core_usage_average = 0.3;
+        assert_eq!(a.cpu_efficiency(), 1.0);
+        a.cpu_cost = 0.0;
+        assert_eq!(a.cpu_efficiency(), 0.0);
+        assert_eq!(alloc(0, 1, 0.0, 0.0).total_efficiency(), 0.0);
+    }
+}

@@ -1,0 +1,685 @@
+//! Queries over loaded sets: parameter parsing, filtering, aggregation, accumulation and idle
+//! handling. Pure computation on immutable sets; no I/O.
+
+pub mod filter;
+pub mod window;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use chrono::{DateTime, Duration, Utc};
+
+use crate::model::{
+    Allocation, AllocationProperties, AllocationSet, Asset, AssetSet, IDLE, Resolution,
+    UNALLOCATED, Window,
+};
+use filter::Filter;
+
+/// A bad query parameter: answered with HTTP 400 naming the parameter.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{param}: {message}")]
+pub struct ParamError {
+    /// The parameter.
+    pub param: &'static str,
+    /// What was wrong and what was expected.
+    pub message: String,
+}
+
+fn bad(param: &'static str, message: impl Into<String>) -> ParamError {
+    ParamError {
+        param,
+        message: message.into(),
+    }
+}
+
+/// One aggregation property.
+#[derive(Clone, Debug, PartialEq)]
+pub enum AggregateBy {
+    Cluster,
+    Node,
+    Namespace,
+    ControllerKind,
+    Controller,
+    /// Controllers of one kind only (`deployment`, `statefulset`, ...); others are unallocated.
+    ControllerOfKind(&'static str),
+    Pod,
+    Container,
+    Service,
+    Label(String),
+    Annotation(String),
+    /// Everything in one bucket.
+    All,
+}
+
+impl AggregateBy {
+    fn parse(s: &str) -> Result<Self, ParamError> {
+        let s = s.trim();
+        if let Some(k) = s.strip_prefix("label:") {
+            return Ok(AggregateBy::Label(filter::sanitize(k)));
+        }
+        if let Some(k) = s.strip_prefix("annotation:") {
+            return Ok(AggregateBy::Annotation(filter::sanitize(k)));
+        }
+        Ok(match s {
+            "cluster" => AggregateBy::Cluster,
+            "node" => AggregateBy::Node,
+            "namespace" => AggregateBy::Namespace,
+            "controllerKind" => AggregateBy::ControllerKind,
+            "controller" => AggregateBy::Controller,
+            "deployment" => AggregateBy::ControllerOfKind("deployment"),
+            "statefulset" => AggregateBy::ControllerOfKind("statefulset"),
+            "daemonset" => AggregateBy::ControllerOfKind("daemonset"),
+            "job" => AggregateBy::ControllerOfKind("job"),
+            "pod" => AggregateBy::Pod,
+            "container" => AggregateBy::Container,
+            "service" => AggregateBy::Service,
+            "all" => AggregateBy::All,
+            "department" => AggregateBy::Label("department".into()),
+            "environment" => AggregateBy::Label("env".into()),
+            "owner" => AggregateBy::Label("owner".into()),
+            "product" => AggregateBy::Label("app".into()),
+            "team" => AggregateBy::Label("team".into()),
+            other => {
+                return Err(bad(
+                    "aggregate",
+                    format!(
+                        "{other:?} is not an aggregation; expected cluster, node, namespace, controllerKind, controller, service, pod, container, label:<name>, annotation:<name>, deployment, statefulset, daemonset, job, all, or a comma list of them"
+                    ),
+                ));
+            }
+        })
+    }
+
+    /// The key part and the property it sets on the aggregate.
+    fn value(&self, p: &AllocationProperties) -> String {
+        let or_unallocated = |s: &str| {
+            if s.is_empty() {
+                UNALLOCATED.to_string()
+            } else {
+                s.to_string()
+            }
+        };
+        match self {
+            AggregateBy::Cluster => or_unallocated(&p.cluster),
+            AggregateBy::Node => or_unallocated(&p.node),
+            AggregateBy::Namespace => or_unallocated(&p.namespace),
+            AggregateBy::ControllerKind => or_unallocated(&p.controller_kind),
+            AggregateBy::Controller if p.controller.is_empty() => UNALLOCATED.to_string(),
+            AggregateBy::Controller => format!("{}:{}", p.controller_kind, p.controller),
+            AggregateBy::ControllerOfKind(k) if p.controller_kind == *k => {
+                or_unallocated(&p.controller)
+            }
+            AggregateBy::ControllerOfKind(_) => UNALLOCATED.to_string(),
+            AggregateBy::Pod => or_unallocated(&p.pod),
+            AggregateBy::Container => or_unallocated(&p.container),
+            AggregateBy::Service => p
+                .services
+                .first()
+                .map_or(UNALLOCATED.to_string(), Clone::clone),
+            AggregateBy::Label(k) => p
+                .labels
+                .get(k)
+                .map_or(UNALLOCATED.to_string(), Clone::clone),
+            AggregateBy::Annotation(k) => p
+                .annotations
+                .get(k)
+                .map_or(UNALLOCATED.to_string(), Clone::clone),
+            AggregateBy::All => String::new(),
+        }
+    }
+
+    fn set_property(&self, into: &mut AllocationProperties, from: &AllocationProperties) {
+        match self {
+            AggregateBy::Cluster => into.cluster.clone_from(&from.cluster),
+            AggregateBy::Node => into.node.clone_from(&from.node),
+            AggregateBy::Namespace => into.namespace.clone_from(&from.namespace),
+            AggregateBy::ControllerKind => into.controller_kind.clone_from(&from.controller_kind),
+            AggregateBy::Controller | AggregateBy::ControllerOfKind(_) => {
+                into.controller.clone_from(&from.controller);
+                into.controller_kind.clone_from(&from.controller_kind);
+            }
+            AggregateBy::Pod => into.pod.clone_from(&from.pod),
+            AggregateBy::Container => into.container.clone_from(&from.container),
+            AggregateBy::Service => into.services.clone_from(&from.services),
+            AggregateBy::Label(k) => {
+                if let Some(v) = from.labels.get(k) {
+                    into.labels.insert(k.clone(), v.clone());
+                }
+            }
+            AggregateBy::Annotation(k) => {
+                if let Some(v) = from.annotations.get(k) {
+                    into.annotations.insert(k.clone(), v.clone());
+                }
+            }
+            AggregateBy::All => {}
+        }
+    }
+}
+
+/// How sets are combined over time.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Accumulate {
+    /// One set per step.
+    None,
+    /// One set for the whole window.
+    All,
+    /// One set per this many seconds (`hour`, `day`, `week`).
+    Every(Duration),
+}
+
+/// A parsed `/allocation` query.
+#[derive(Clone, Debug)]
+pub struct AllocationQuery {
+    pub window: Window,
+    pub aggregate: Vec<AggregateBy>,
+    pub accumulate: Accumulate,
+    pub step: Option<Duration>,
+    pub idle: bool,
+    pub share_idle: bool,
+    pub split_idle: bool,
+    pub idle_by_node: bool,
+    pub filter: Option<Filter>,
+    pub offset: usize,
+    pub limit: Option<usize>,
+}
+
+/// Reads the parameters of an allocation query. Unknown parameters are ignored, as clients send
+/// many Kubecost options this replica does not implement.
+pub fn parse_allocation_query(
+    params: &HashMap<String, String>,
+    now: DateTime<Utc>,
+) -> Result<AllocationQuery, ParamError> {
+    let get = |k: &str| params.get(k).map(|v| v.trim()).filter(|v| !v.is_empty());
+    let window_text = get("window")
+        .ok_or_else(|| bad("window", "is required, e.g. window=7d or window=today"))?;
+    let window = window::parse(window_text, now).map_err(|m| bad("window", m))?;
+    let aggregate = match get("aggregate") {
+        Some(a) => a
+            .split(',')
+            .filter(|s| !s.trim().is_empty())
+            .map(AggregateBy::parse)
+            .collect::<Result<Vec<_>, _>>()?,
+        None => Vec::new(),
+    };
+    let accumulate = match (get("accumulate"), get("accumulateBy")) {
+        (Some(v), _) => parse_accumulate("accumulate", v)?,
+        (None, Some(v)) => parse_accumulate("accumulateBy", v)?,
+        (None, None) => Accumulate::None,
+    };
+    let step = get("step").map(|s| parse_step(s)).transpose()?;
+    let idle = match (get("idle"), get("includeIdle")) {
+        (Some(v), _) => parse_bool("idle", v)?,
+        (None, Some(v)) => parse_bool("includeIdle", v)?,
+        (None, None) => true,
+    };
+    let flag = |k: &'static str| {
+        get(k)
+            .map(|v| parse_bool(k, v))
+            .transpose()
+            .map(|b| b.unwrap_or(false))
+    };
+    let filter = get("filter")
+        .map(filter::parse)
+        .transpose()
+        .map_err(|m| bad("filter", m))?;
+    let number = |k: &'static str| {
+        get(k)
+            .map(|v| {
+                v.parse::<usize>()
+                    .map_err(|_| bad(k, format!("{v:?} is not a non-negative whole number")))
+            })
+            .transpose()
+    };
+    Ok(AllocationQuery {
+        window,
+        aggregate,
+        accumulate,
+        step,
+        idle,
+        share_idle: flag("shareIdle")?,
+        split_idle: flag("splitIdle")?,
+        idle_by_node: flag("idleByNode")?,
+        filter,
+        offset: number("offset")?.unwrap_or(0),
+        limit: number("limit")?,
+    })
+}
+
+fn parse_bool(param: &'static str, v: &str) -> Result<bool, ParamError> {
+    match v.to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" => Ok(true),
+        "false" | "0" | "no" => Ok(false),
+        _ => Err(bad(
+            param,
+            format!("{v:?} is not a boolean; expected true or false"),
+        )),
+    }
+}
+
+fn parse_accumulate(param: &'static str, v: &str) -> Result<Accumulate, ParamError> {
+    Ok(match v.to_ascii_lowercase().as_str() {
+        "true" | "all" => Accumulate::All,
+        "false" | "none" => Accumulate::None,
+        "hour" => Accumulate::Every(Duration::hours(1)),
+        "day" => Accumulate::Every(Duration::days(1)),
+        "week" => Accumulate::Every(Duration::weeks(1)),
+        _ => {
+            return Err(bad(
+                param,
+                format!("{v:?} is not valid; expected true, false, hour, day or week"),
+            ));
+        }
+    })
+}
+
+fn parse_step(v: &str) -> Result<Duration, ParamError> {
+    let err = || {
+        bad(
+            "step",
+            format!(
+                "{v:?} is not a step; expected a whole number of hours, days or weeks such as 1h, 1d or 1w"
+            ),
+        )
+    };
+    let unit = match v.chars().last() {
+        Some('h') => Duration::hours(1),
+        Some('d') => Duration::days(1),
+        Some('w') => Duration::weeks(1),
+        _ => return Err(err()),
+    };
+    let n: i32 = v[..v.len() - 1].parse().map_err(|_| err())?;
+    if n <= 0 || n > 10_000 {
+        return Err(err());
+    }
+    Ok(unit * n)
+}
+
+/// One output set: the step's window and its allocations, most expensive first.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AllocationResult {
+    pub window: Window,
+    pub allocations: Vec<Allocation>,
+}
+
+fn day_aligned(t: DateTime<Utc>) -> bool {
+    t.timestamp().rem_euclid(86_400) == 0
+}
+
+impl AllocationQuery {
+    /// The resolution of stored sets this query reads, and its steps.
+    pub fn plan(&self, now: DateTime<Utc>) -> (Resolution, Vec<Window>) {
+        let daily_window = day_aligned(self.window.start) && day_aligned(self.window.end);
+        let step = match self.accumulate {
+            Accumulate::All => None,
+            Accumulate::Every(d) => Some(d),
+            Accumulate::None => Some(self.step.unwrap_or(if daily_window {
+                Duration::days(1)
+            } else {
+                Duration::hours(1)
+            })),
+        };
+        let resolution = match step {
+            Some(s) if s.num_seconds() % 86_400 == 0 && daily_window => Resolution::Day,
+            None if daily_window => Resolution::Day,
+            _ => Resolution::Hour,
+        };
+        let steps = match step {
+            None => vec![self.window],
+            Some(s) => {
+                let mut out = Vec::new();
+                let mut t = self.window.start;
+                while t < self.window.end && t <= now {
+                    out.push(Window::new(t, (t + s).min(self.window.end)));
+                    t += s;
+                }
+                out
+            }
+        };
+        (resolution, steps)
+    }
+
+    /// Runs the query over the loaded allocation sets.
+    pub fn run(
+        &self,
+        sets: &BTreeMap<(Resolution, DateTime<Utc>), Arc<AllocationSet>>,
+        now: DateTime<Utc>,
+    ) -> Vec<AllocationResult> {
+        let (resolution, steps) = self.plan(now);
+        steps
+            .into_iter()
+            .map(|step| {
+                let range = sets.range((resolution, step.start)..(resolution, step.end));
+                let mut allocations = self.aggregate_sets(range.map(|(_, s)| s.as_ref()));
+                allocations.sort_by(|a, b| {
+                    b.total_cost()
+                        .total_cmp(&a.total_cost())
+                        .then_with(|| a.name.cmp(&b.name))
+                });
+                let allocations = allocations
+                    .into_iter()
+                    .skip(self.offset)
+                    .take(self.limit.unwrap_or(usize::MAX))
+                    .collect();
+                AllocationResult {
+                    window: step,
+                    allocations,
+                }
+            })
+            .collect()
+    }
+
+    fn key(&self, a: &Allocation) -> String {
+        if self.aggregate.is_empty() {
+            return a.name.clone();
+        }
+        self.aggregate
+            .iter()
+            .map(|g| g.value(&a.properties))
+            .collect::<Vec<_>>()
+            .join("/")
+    }
+
+    fn idle_key(&self, a: &Allocation) -> String {
+        match (self.split_idle || self.idle_by_node, self.idle_by_node) {
+            (true, true) => format!("{}/{}/{IDLE}", a.properties.cluster, a.properties.node),
+            (true, false) => format!("{}/{IDLE}", a.properties.cluster),
+            _ => IDLE.to_string(),
+        }
+    }
+
+    fn aggregate_sets<'a>(&self, sets: impl Iterator<Item = &'a AllocationSet>) -> Vec<Allocation> {
+        let mut out: BTreeMap<String, Allocation> = BTreeMap::new();
+        let mut idle: BTreeMap<String, Allocation> = BTreeMap::new();
+        for set in sets {
+            // Per node: (cpu, ram) cost kept by the filter and in total, to scale idle by.
+            let mut kept: HashMap<&str, [f64; 4]> = HashMap::new();
+            let mut idles = Vec::new();
+            for a in &set.allocations {
+                if a.is_idle() {
+                    idles.push(a);
+                    continue;
+                }
+                let pass = self
+                    .filter
+                    .as_ref()
+                    .is_none_or(|f| f.matches(&a.properties));
+                let e = kept.entry(a.properties.node.as_str()).or_default();
+                e[2] += a.cpu_cost;
+                e[3] += a.ram_cost;
+                if !pass {
+                    continue;
+                }
+                e[0] += a.cpu_cost;
+                e[1] += a.ram_cost;
+                let key = self.key(a);
+                match out.get_mut(&key) {
+                    Some(agg) => agg.add(a),
+                    None => {
+                        let mut agg = a.clone();
+                        if !self.aggregate.is_empty() {
+                            agg.properties = AllocationProperties::default();
+                            for g in &self.aggregate {
+                                g.set_property(&mut agg.properties, &a.properties);
+                            }
+                            // Peak usage only means something for a single container.
+                            agg.cpu_core_usage_max = 0.0;
+                            agg.ram_byte_usage_max = 0.0;
+                        }
+                        agg.name.clone_from(&key);
+                        out.insert(key, agg);
+                    }
+                }
+            }
+            if !self.idle {
+                continue;
+            }
+            for a in idles {
+                if !self
+                    .filter
+                    .as_ref()
+                    .is_none_or(|f| f.matches_idle(&a.properties))
+                {
+                    continue;
+                }
+                let mut share = a.clone();
+                // With a filter, idle is cut to the share of the node the filter kept.
+                if self.filter.is_some() {
+                    let [kc, kr, tc, tr] = kept
+                        .get(a.properties.node.as_str())
+                        .copied()
+                        .unwrap_or_default();
+                    share.cpu_cost *= if tc > 0.0 { kc / tc } else { 0.0 };
+                    share.ram_cost *= if tr > 0.0 { kr / tr } else { 0.0 };
+                }
+                let key = self.idle_key(a);
+                match idle.get_mut(&key) {
+                    Some(i) => i.add(&share),
+                    None => {
+                        share.name.clone_from(&key);
+                        share.properties = AllocationProperties {
+                            cluster: a.properties.cluster.clone(),
+                            node: if self.idle_by_node {
+                                a.properties.node.clone()
+                            } else {
+                                String::new()
+                            },
+                            ..AllocationProperties::default()
+                        };
+                        idle.insert(key, share);
+                    }
+                }
+            }
+        }
+        if self.share_idle {
+            share_idle(&mut out, idle.values());
+            return out.into_values().collect();
+        }
+        out.into_values().chain(idle.into_values()).collect()
+    }
+}
+
+/// Spreads idle CPU, GPU and RAM cost over the allocations in proportion to each one's cost of
+/// that resource (Kubecost's shareIdle).
+fn share_idle<'a>(
+    out: &mut BTreeMap<String, Allocation>,
+    idle: impl Iterator<Item = &'a Allocation>,
+) {
+    let (mut cpu, mut gpu, mut ram) = (0.0, 0.0, 0.0);
+    for i in idle {
+        cpu += i.cpu_cost;
+        gpu += i.gpu_cost;
+        ram += i.ram_cost;
+    }
+    let total_cpu: f64 = out.values().map(|a| a.cpu_cost).sum();
+    let total_gpu: f64 = out.values().map(|a| a.gpu_cost).sum();
+    let total_ram: f64 = out.values().map(|a| a.ram_cost).sum();
+    for a in out.values_mut() {
+        let part =
+            |own: f64, total: f64, idle: f64| if total > 0.0 { idle * own / total } else { 0.0 };
+        let (c, g, r) = (
+            part(a.cpu_cost, total_cpu, cpu),
+            part(a.gpu_cost, total_gpu, gpu),
+            part(a.ram_cost, total_ram, ram),
+        );
+        a.cpu_cost += c;
+        a.cpu_cost_idle += c;
+        a.gpu_cost += g;
+        a.gpu_cost_idle += g;
+        a.ram_cost += r;
+        a.ram_cost_idle += r;
+    }
+}
+
+/// A parsed `/assets` query.
+#[derive(Clone, Debug)]
+pub struct AssetQuery {
+    pub window: Window,
+    pub aggregate: Vec<String>,
+    pub accumulate: bool,
+    pub offset: usize,
+    pub limit: Option<usize>,
+}
+
+/// Reads the parameters of an asset query.
+pub fn parse_asset_query(
+    params: &HashMap<String, String>,
+    now: DateTime<Utc>,
+) -> Result<AssetQuery, ParamError> {
+    let get = |k: &str| params.get(k).map(|v| v.trim()).filter(|v| !v.is_empty());
+    let window_text = get("window").ok_or_else(|| bad("window", "is required, e.g. window=7d"))?;
+    let window = window::parse(window_text, now).map_err(|m| bad("window", m))?;
+    let mut aggregate = Vec::new();
+    for a in get("aggregate")
+        .unwrap_or("")
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    {
+        match a {
+            "type" | "cluster" | "provider" | "providerID" | "providerid" | "category"
+            | "service" | "account" | "project" => {
+                aggregate.push(a.to_string());
+            }
+            other => {
+                return Err(bad(
+                    "aggregate",
+                    format!(
+                        "{other:?} is not an asset aggregation; expected type, cluster, provider, providerID, category, service, account or project"
+                    ),
+                ));
+            }
+        }
+    }
+    let accumulate = get("accumulate")
+        .map(|v| parse_bool("accumulate", v))
+        .transpose()?
+        .unwrap_or(false);
+    let number = |k: &'static str| {
+        get(k)
+            .map(|v| {
+                v.parse::<usize>()
+                    .map_err(|_| bad(k, format!("{v:?} is not a non-negative whole number")))
+            })
+            .transpose()
+    };
+    Ok(AssetQuery {
+        window,
+        aggregate,
+        accumulate,
+        offset: number("offset")?.unwrap_or(0),
+        limit: number("limit")?,
+    })
+}
+
+/// One output asset set.
+#[derive(Clone, Debug)]
+pub struct AssetResult {
+    pub window: Window,
+    pub assets: Vec<(String, Asset)>,
+}
+
+impl AssetQuery {
+    /// Runs the query over daily asset sets (hourly when the window is not whole days).
+    pub fn run(
+        &self,
+        sets: &BTreeMap<(Resolution, DateTime<Utc>), Arc<AssetSet>>,
+        now: DateTime<Utc>,
+    ) -> Vec<AssetResult> {
+        let daily = day_aligned(self.window.start) && day_aligned(self.window.end);
+        let res = if daily {
+            Resolution::Day
+        } else {
+            Resolution::Hour
+        };
+        let steps = if self.accumulate {
+            vec![self.window]
+        } else {
+            let mut out = Vec::new();
+            let mut t = self.window.start;
+            while t < self.window.end && t <= now {
+                out.push(Window::new(t, (t + res.duration()).min(self.window.end)));
+                t += res.duration();
+            }
+            out
+        };
+        steps
+            .into_iter()
+            .map(|step| {
+                let mut acc: BTreeMap<String, Asset> = BTreeMap::new();
+                for (_, set) in sets.range((res, step.start)..(res, step.end)) {
+                    for a in &set.assets {
+                        let key = self.key(a);
+                        match acc.get_mut(&key) {
+                            Some(e) => add_asset(e, a),
+                            None => {
+                                acc.insert(key, a.clone());
+                            }
+                        }
+                    }
+                }
+                let mut assets: Vec<_> = acc.into_iter().collect();
+                assets.sort_by(|a, b| {
+                    b.1.total_cost()
+                        .total_cmp(&a.1.total_cost())
+                        .then_with(|| a.0.cmp(&b.0))
+                });
+                let assets = assets
+                    .into_iter()
+                    .skip(self.offset)
+                    .take(self.limit.unwrap_or(usize::MAX))
+                    .collect();
+                AssetResult {
+                    window: step,
+                    assets,
+                }
+            })
+            .collect()
+    }
+
+    fn key(&self, a: &Asset) -> String {
+        if self.aggregate.is_empty() {
+            return a.key();
+        }
+        self.aggregate
+            .iter()
+            .map(|g| match g.as_str() {
+                "type" => a.kind.clone(),
+                "cluster" => a.cluster.clone(),
+                "provider" => a.provider.clone(),
+                "providerID" | "providerid" => a.provider_id.clone(),
+                "category" => a.category.clone(),
+                "service" => a.service.clone(),
+                _ => String::new(),
+            })
+            .map(|v| {
+                if v.is_empty() {
+                    UNALLOCATED.to_string()
+                } else {
+                    v
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("/")
+    }
+}
+
+fn add_asset(into: &mut Asset, a: &Asset) {
+    into.window = match (into.window, a.window) {
+        (Some(x), Some(y)) => Some(x.union(&y)),
+        (x, y) => x.or(y),
+    };
+    into.start = into.start.min(a.start).or(a.start);
+    into.end = into.end.max(a.end);
+    into.cpu_core_hours += a.cpu_core_hours;
+    into.ram_byte_hours += a.ram_byte_hours;
+    into.gpu_hours += a.gpu_hours;
+    into.byte_hours += a.byte_hours;
+    into.cpu_cost += a.cpu_cost;
+    into.ram_cost += a.ram_cost;
+    into.gpu_cost += a.gpu_cost;
+    into.cost += a.cost;
+    into.adjustment += a.adjustment;
+    if into.kind != a.kind {
+        into.kind = "Any".into();
+    }
+}

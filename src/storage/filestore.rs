@@ -1,0 +1,140 @@
+//! The local ETL file store: a folder with the bucket's layout, written atomically (temp file,
+//! fsync, rename, fsync of the directory), so a crash leaves either the old file or the new one.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use super::manifest::{MANIFEST_DIR, Manifest};
+
+/// The local ETL folder.
+#[derive(Clone, Debug)]
+pub struct FileStore {
+    root: PathBuf,
+}
+
+impl FileStore {
+    /// A store rooted at `root` (created on first write).
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    /// The folder.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Writes `body` at `rel` atomically.
+    pub fn write(&self, rel: &str, body: &[u8]) -> std::io::Result<()> {
+        let path = self.root.join(rel);
+        let dir = path.parent().expect("store paths have a parent directory");
+        std::fs::create_dir_all(dir)?;
+        let tmp = dir.join(format!(
+            ".{}.tmp-{}",
+            path.file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or("object"),
+            std::process::id()
+        ));
+        {
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(body)?;
+            f.sync_all()?;
+        }
+        std::fs::rename(&tmp, &path)?;
+        // The rename is durable only once the directory entry is.
+        std::fs::File::open(dir)?.sync_all()
+    }
+
+    /// Reads the file at `rel`.
+    pub fn read(&self, rel: &str) -> std::io::Result<Vec<u8>> {
+        std::fs::read(self.root.join(rel))
+    }
+
+    /// The newest manifest in the folder, if any can be read.
+    pub fn latest_manifest(&self) -> std::io::Result<Option<Manifest>> {
+        let dir = self.root.join(MANIFEST_DIR);
+        let mut newest: Option<(u64, PathBuf)> = None;
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        for entry in entries {
+            let entry = entry?;
+            let name = entry.file_name();
+            let Some(g) = name.to_str().and_then(|n| {
+                super::manifest::parse_manifest_path(&object_store::path::Path::from(n))
+            }) else {
+                continue;
+            };
+            if newest.as_ref().is_none_or(|(n, _)| g > *n) {
+                newest = Some((g, entry.path()));
+            }
+        }
+        let Some((_, path)) = newest else {
+            return Ok(None);
+        };
+        let body = std::fs::read(path)?;
+        serde_json::from_slice(&body)
+            .map(Some)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+    }
+
+    /// Removes every file under the ETL folders that `keep` does not name, and manifests older
+    /// than `keep_manifest`. Best effort: the local store is a cache of the bucket.
+    pub fn retain(
+        &self,
+        keep: &std::collections::BTreeSet<String>,
+        keep_manifest: u64,
+    ) -> std::io::Result<usize> {
+        let mut removed = 0;
+        let mut stack = vec![self.root.join("etl")];
+        while let Some(dir) = stack.pop() {
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let path = entry.path();
+                if entry.file_type()?.is_dir() {
+                    stack.push(path);
+                    continue;
+                }
+                let Ok(rel) = path.strip_prefix(&self.root) else {
+                    continue;
+                };
+                let rel = rel.to_string_lossy().replace('\\', "/");
+                let stale = match super::manifest::parse_manifest_path(
+                    &object_store::path::Path::from(rel.as_str()),
+                ) {
+                    Some(g) => g < keep_manifest,
+                    None => rel.ends_with(".json.zst") && !keep.contains(&rel),
+                };
+                if stale {
+                    std::fs::remove_file(&path)?;
+                    removed += 1;
+                }
+            }
+        }
+        Ok(removed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn atomic_write_replaces_whole_file_and_leaves_no_temp() {
+        let dir = tempfile::tempdir().unwrap();
+        let fs = FileStore::new(dir.path());
+        fs.write("etl/v1/a/b.json.zst", b"one").unwrap();
+        fs.write("etl/v1/a/b.json.zst", b"two").unwrap();
+        assert_eq!(fs.read("etl/v1/a/b.json.zst").unwrap(), b"two");
+        let names: Vec<_> = std::fs::read_dir(dir.path().join("etl/v1/a"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert_eq!(names.len(), 1, "no temp file left: {names:?}");
+    }
+}
