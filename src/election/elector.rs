@@ -28,6 +28,9 @@ pub struct Elector {
     /// Told of every role change, in order (storage first, so writes stop first).
     subscribers: Vec<Recipient<RoleChanged>>,
     claim: Claim,
+    /// Whether the first claim has been announced: it always is, even when it matches the
+    /// placeholder the elector starts with.
+    announced: bool,
     shutdown: CancellationToken,
     step_down: Arc<Notify>,
     done: Option<oneshot::Receiver<()>>,
@@ -49,6 +52,7 @@ impl Elector {
             backend: Some(backend),
             subscribers,
             claim: Claim::candidate(),
+            announced: false,
             shutdown: CancellationToken::new(),
             step_down: Arc::new(Notify::new()),
             done: None,
@@ -89,7 +93,8 @@ impl Actor for Elector {
 
 impl StreamHandler<Claim> for Elector {
     fn handle(&mut self, claim: Claim, _: &mut Self::Context) {
-        let changed = claim.role != self.claim.role;
+        let changed = claim.role != self.claim.role || !self.announced;
+        self.announced = true;
         let is_leader = matches!(claim.role, Role::Leader { .. });
         self.metrics.is_leader.set(i64::from(is_leader));
         self.metrics.term.set(claim.role.term().unwrap_or(0) as i64);

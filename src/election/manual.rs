@@ -65,14 +65,21 @@ impl ElectionBackend for ManualElection {
 
     fn run(mut self: Box<Self>, c: Campaign) -> BoxFuture<'static, ()> {
         async move {
+            c.claims.send_replace(self.rx.borrow_and_update().clone());
             loop {
-                c.claims.send_replace(self.rx.borrow_and_update().clone());
                 tokio::select! {
                     () = c.shutdown.cancelled() => return,
+                    // Fenced: follow until the handle decides again.
                     () = c.step_down.notified() => {
                         c.claims.send_replace(Claim::candidate());
                     }
-                    changed = self.rx.changed() => if changed.is_err() { c.shutdown.cancelled().await; return },
+                    changed = self.rx.changed() => {
+                        if changed.is_err() {
+                            c.shutdown.cancelled().await;
+                            return;
+                        }
+                        c.claims.send_replace(self.rx.borrow_and_update().clone());
+                    }
                 }
             }
         }

@@ -176,7 +176,7 @@ mod tests {
         let e = encode(&set()).unwrap();
         assert!(
             e.path
-                .starts_with("etl/v1/allocations/1h/1763596800-1763600400.")
+                .starts_with("etl/v1/allocations/1h/1795132800-1795136400.")
         );
         assert_eq!(decode(&e.entry, &e.body).unwrap(), set());
         let mut bad = e.body.to_vec();

@@ -1,0 +1,269 @@
+//! The real binary over HTTP: a standalone replica on the embedded demo serves allocation totals
+//! that match costs computed here, independently, from the demo cluster's definition; a
+//! follower on the same bucket converges to the same totals after one poll.
+
+use std::collections::BTreeMap;
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Duration as ChronoDuration, Utc};
+use cost_model::etl::demo::{DemoCluster, Kind, STORAGE_PRICE};
+use cost_model::model::Resolution;
+
+const GIB: f64 = 1024.0 * 1024.0 * 1024.0;
+
+struct Proc {
+    child: Child,
+    port: u16,
+    log: std::path::PathBuf,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Proc {
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+    fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        text.lines()
+            .rev()
+            .take(30)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn spawn(dir: &Path, name: &str, args: &[&str]) -> Proc {
+    let port = free_port();
+    let log = dir.join(format!("{name}.log"));
+    let child = Command::new(env!("CARGO_BIN_EXE_cost-model"))
+        .args(["--listen", &format!("127.0.0.1:{port}"), "--identity", name])
+        .args([
+            "--etl-dir",
+            dir.join(format!("{name}-etl")).to_str().unwrap(),
+        ])
+        .args(args)
+        .env("RUST_LOG", "info")
+        .env_remove("LEADER_FOLLOWER_ENABLED")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    Proc { child, port, log }
+}
+
+async fn get_json(client: &reqwest::Client, url: &str) -> Option<(u16, serde_json::Value)> {
+    let resp = client.get(url).send().await.ok()?;
+    let status = resp.status().as_u16();
+    Some((status, resp.json().await.ok()?))
+}
+
+/// Polls `url` until `ok` accepts the JSON, for at most 90 s.
+async fn wait_for(
+    p: &Proc,
+    client: &reqwest::Client,
+    path: &str,
+    ok: impl Fn(u16, &serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        if let Some((status, body)) = get_json(client, &p.url(path)).await
+            && ok(status, &body)
+        {
+            return body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out on {path}; log:\n{}",
+            p.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Namespace → total cost of the demo cluster over `[start, start + 1 day)`, computed straight
+/// from the cluster's definition: max(request, usage) × time × node price, volumes by size ×
+/// time × price, load balancers by price × time.
+fn expected_namespace_costs(c: &DemoCluster, start: DateTime<Utc>) -> BTreeMap<String, f64> {
+    let mut out: BTreeMap<String, f64> = BTreeMap::new();
+    for h in 0..24 {
+        let hour = start + ChronoDuration::hours(h);
+        for pod in c.pods_in_hour(hour) {
+            let w = &c.workloads[pod.workload];
+            let node = &c.nodes[pod.node];
+            let hours = (pod.end.min(hour + ChronoDuration::hours(1)) - pod.start.max(hour))
+                .num_seconds() as f64
+                / 3600.0;
+            for cont in &w.containers {
+                let u = c.usage(&pod, cont, hour);
+                let cpu = cont.cpu_request.max(u.cpu) * hours * node.cpu_price;
+                let ram = cont.ram_request.max(u.ram) * hours / GIB * node.ram_price;
+                *out.entry(w.namespace.clone()).or_default() += cpu + ram;
+            }
+        }
+    }
+    for w in &c.workloads {
+        if let (Kind::StatefulSet, Some(bytes)) = (w.kind, w.volume_bytes) {
+            *out.entry(w.namespace.clone()).or_default() +=
+                w.replicas as f64 * bytes / GIB * 24.0 * STORAGE_PRICE;
+        }
+    }
+    let (_, ns, _, bytes) = &c.orphan_volume;
+    *out.entry(ns.clone()).or_default() += bytes / GIB * 24.0 * STORAGE_PRICE;
+    for lb in &c.load_balancers {
+        *out.entry(lb.namespace.clone()).or_default() += lb.price * 24.0;
+    }
+    out
+}
+
+fn totals(body: &serde_json::Value) -> BTreeMap<String, f64> {
+    body["data"][0]
+        .as_object()
+        .expect("one accumulated set")
+        .iter()
+        .map(|(k, v)| (k.clone(), v["totalCost"].as_f64().unwrap()))
+        .collect()
+}
+
+#[tokio::test]
+async fn standalone_binary_matches_independent_costs_and_a_follower_converges() {
+    let dir = tempfile::tempdir().unwrap();
+    let bucket = dir.path().join("bucket");
+    let bucket = bucket.to_str().unwrap();
+    let common = [
+        "--bucket-dir",
+        bucket,
+        "--demo-pods",
+        "120",
+        "--demo-seed",
+        "99",
+        "--backfill",
+        "2d",
+    ];
+    let leader = spawn(
+        dir.path(),
+        "leader",
+        &[&common[..], &["--election", "standalone"]].concat(),
+    );
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+
+    // The embedded default query answers with data.
+    let today = wait_for(
+        &leader,
+        &client,
+        "/model/allocation?window=1d&aggregate=namespace",
+        |s, b| s == 200 && b["data"][0].as_object().is_some_and(|m| m.len() > 3),
+    )
+    .await;
+    assert_eq!(today["code"], 200);
+    assert!(today["data"][0]["frontend"]["totalCost"].as_f64().unwrap() > 0.0);
+
+    // Yesterday, a complete day, against the independent computation.
+    let yesterday = Resolution::Day.window_containing(Utc::now() - ChronoDuration::days(1));
+    let window = format!(
+        "{},{}",
+        yesterday.start.to_rfc3339(),
+        yesterday.end.to_rfc3339()
+    )
+    .replace("+00:00", "Z");
+    let path =
+        format!("/model/allocation?window={window}&aggregate=namespace&accumulate=true&idle=false");
+    let body = wait_for(&leader, &client, &path, |s, b| {
+        s == 200
+            && b["data"][0].as_object().is_some_and(|m| {
+                m.get("data")
+                    .is_some_and(|d| d["minutes"].as_f64() == Some(1440.0))
+            })
+    })
+    .await;
+    let got = totals(&body);
+    let want = expected_namespace_costs(&DemoCluster::new(99, 120), yesterday.start);
+    assert_eq!(
+        got.keys().collect::<Vec<_>>(),
+        want.keys().collect::<Vec<_>>()
+    );
+    for (ns, w) in &want {
+        let g = got[ns];
+        assert!(
+            (g - w).abs() <= 1e-4 + 1e-6 * w,
+            "{ns}: API says {g}, the demo cluster costs {w}"
+        );
+    }
+
+    // A follower on the same bucket serves the same totals after one poll.
+    let follower = spawn(
+        dir.path(),
+        "follower",
+        &[
+            &common[..],
+            &["--election", "follower", "--poll-interval", "1s"],
+        ]
+        .concat(),
+    );
+    let status = wait_for(&follower, &client, "/model/ha/status", |s, b| {
+        s == 200 && b["snapshotGeneration"].as_u64() > Some(0)
+    })
+    .await;
+    assert_eq!(status["role"], "follower");
+    assert_eq!(status["writesEnabled"], false);
+    let fbody = wait_for(&follower, &client, &path, |s, b| {
+        s == 200 && totals(b) == got
+    })
+    .await;
+    assert_eq!(totals(&fbody), got);
+
+    // Bad input: 400 with a JSON message naming the parameter.
+    let resp = client
+        .get(follower.url("/model/allocation?window=7x"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    let err: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(err["code"], 400);
+    assert!(
+        err["message"].as_str().unwrap().starts_with("window:"),
+        "{err}"
+    );
+}
+
+#[test]
+fn bad_flags_fail_fast_with_one_line_naming_the_flag() {
+    for (args, needle) in [
+        (&["--election", "kubernetes"][..], "--bucket-config"),
+        (&["--poll-interval", "soon"][..], "--poll-interval"),
+        (&["--election", "sometimes"][..], "--election"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_cost-model"))
+            .args(args)
+            .env_remove("ETL_BUCKET_DIR")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(64), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(err.trim().lines().count(), 1, "{args:?}: {err}");
+        assert!(err.contains(needle), "{args:?}: {err}");
+    }
+}
