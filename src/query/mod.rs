@@ -206,7 +206,7 @@ pub fn parse_allocation_query(
         (None, Some(v)) => parse_accumulate("accumulateBy", v)?,
         (None, None) => Accumulate::None,
     };
-    let step = get("step").map(|s| parse_step(s)).transpose()?;
+    let step = get("step").map(parse_step).transpose()?;
     let idle = match (get("idle"), get("includeIdle")) {
         (Some(v), _) => parse_bool("idle", v)?,
         (None, Some(v)) => parse_bool("includeIdle", v)?,

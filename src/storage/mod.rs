@@ -3,16 +3,16 @@
 
 pub mod backup;
 pub mod bucket;
+mod controller;
 pub mod faulty;
 pub mod filestore;
 pub mod manifest;
 mod poller;
 pub mod snapshot;
-mod storage;
 
-pub use poller::{BackupPoller, PollNow};
-pub use snapshot::Snapshot;
-pub use storage::{
+pub use controller::{
     AwaitWritable, CurrentSnapshot, Drain, Fenced, GetStorageStatus, NotWritable, OnFenced,
     ReadBackup, SnapshotReady, Storage, StorageConfig, StorageStatus, WriteOutcome, WriteSets,
 };
+pub use poller::{BackupPoller, PollNow};
+pub use snapshot::Snapshot;

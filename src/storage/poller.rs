@@ -8,7 +8,7 @@ use actix::prelude::*;
 use object_store::ObjectStore;
 
 use super::backup;
-use super::storage::{CurrentSnapshot, SnapshotReady, Storage};
+use super::controller::{CurrentSnapshot, SnapshotReady, Storage};
 use crate::metrics::{Metrics, ResultLabel};
 use crate::role::{Role, RoleChanged};
 

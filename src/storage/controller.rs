@@ -171,6 +171,9 @@ pub struct Coverage {
     pub sets: usize,
 }
 
+/// Where a queued read or writer is answered.
+type Reply = oneshot::Sender<Result<Arc<Snapshot>, NotWritable>>;
+
 /// The storage controller actor.
 pub struct Storage {
     cfg: StorageConfig,
@@ -179,8 +182,8 @@ pub struct Storage {
     /// Fired by demotion: in-flight writes of the old term stop before their next put.
     cancel: CancellationToken,
     snapshot: Arc<Snapshot>,
-    blocked_reads: Vec<(Instant, oneshot::Sender<Result<Arc<Snapshot>, NotWritable>>)>,
-    awaiting_writes: Vec<(u64, oneshot::Sender<Result<Arc<Snapshot>, NotWritable>>)>,
+    blocked_reads: Vec<(Instant, Reply)>,
+    awaiting_writes: Vec<(u64, Reply)>,
     /// Serialises publishes: each builds on the generation the previous one produced.
     write_lock: Arc<tokio::sync::Mutex<()>>,
     fenced: Option<Recipient<Fenced>>,
@@ -344,9 +347,10 @@ impl Storage {
                     Err(e) => tracing::warn!(error = %e, "bucket garbage collection failed"),
                 }
                 let kept_from = newest.saturating_sub(10);
-                match tokio::task::spawn_blocking(move || local.retain(&keep, kept_from)).await {
-                    Ok(Err(e)) => tracing::warn!(error = %e, "local file store clean-up failed"),
-                    Ok(Ok(_)) | Err(_) => {}
+                if let Ok(Err(e)) =
+                    tokio::task::spawn_blocking(move || local.retain(&keep, kept_from)).await
+                {
+                    tracing::warn!(error = %e, "local file store clean-up failed");
                 }
             }
             .into_actor(self),
