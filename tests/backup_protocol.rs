@@ -229,3 +229,101 @@ async fn cancelled_writer_publishes_no_manifest() {
         );
     }
 }
+
+#[tokio::test]
+async fn entries_that_failed_to_load_stay_in_the_next_manifest() {
+    for (name, store, _dir) in stores() {
+        let s = publish(store.as_ref(), 1, "w", Arc::default())
+            .await
+            .unwrap();
+        // Corrupt the hourly allocation set; then publish only the daily sets on top.
+        let (victim, _) = s
+            .file_entries()
+            .into_iter()
+            .find(|(p, _)| p.contains("/allocations/1h/"))
+            .unwrap();
+        store
+            .put(
+                &Path::from(victim.as_str()),
+                PutPayload::from(b"garbage".to_vec()),
+            )
+            .await
+            .unwrap();
+        let loaded = Arc::new(
+            backup::load_latest(store.as_ref(), &Snapshot::default())
+                .await
+                .unwrap()
+                .unwrap(),
+        );
+        assert!(loaded.missing.contains_key(&victim), "{name}");
+
+        let dir = tempfile::tempdir().unwrap();
+        let cancel = CancellationToken::new();
+        let w = Writer {
+            identity: "w",
+            term: 1,
+            cancel: &cancel,
+            hourly_retention: chrono::Duration::hours(49),
+            daily_retention: chrono::Duration::days(91),
+        };
+        let daily: Vec<_> = support::demo_sets(Utc::now())
+            .into_iter()
+            .filter(|s| s.resolution() == cost_model::model::Resolution::Day)
+            .collect();
+        let next = backup::publish(
+            store.as_ref(),
+            &FileStore::new(dir.path()),
+            loaded,
+            &w,
+            daily,
+            Utc::now(),
+        )
+        .await
+        .unwrap();
+        let m = backup::read_manifest(store.as_ref(), next.generation)
+            .await
+            .unwrap();
+        assert!(
+            m.files.contains_key(&victim),
+            "{name}: a read failure dropped data from the backup"
+        );
+    }
+}
+
+#[tokio::test]
+async fn seeding_backs_up_the_local_store_into_an_empty_bucket() {
+    let old: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+    let local_dir = tempfile::tempdir().unwrap();
+    let local = FileStore::new(local_dir.path());
+    let cancel = CancellationToken::new();
+    let w = Writer {
+        identity: "w",
+        term: 1,
+        cancel: &cancel,
+        hourly_retention: chrono::Duration::hours(49),
+        daily_retention: chrono::Duration::days(91),
+    };
+    let s = backup::publish(
+        old.as_ref(),
+        &local,
+        Arc::default(),
+        &w,
+        support::demo_sets(Utc::now()),
+        Utc::now(),
+    )
+    .await
+    .unwrap();
+    let new: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+    assert_eq!(
+        backup::seed(new.as_ref(), &local, &s).await.unwrap(),
+        s.files.len()
+    );
+    for path in s.files.keys() {
+        new.head(&Path::from(path.as_str())).await.unwrap();
+    }
+    assert_eq!(
+        backup::seed(new.as_ref(), &local, &s).await.unwrap(),
+        0,
+        "nothing uploaded twice"
+    );
+}

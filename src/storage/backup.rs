@@ -102,13 +102,14 @@ pub async fn read_manifest(
 
 /// Loads the newest generation on top of `base`: only objects `base` lacks are fetched, each is
 /// verified against its sha256, and one that fails is reported in `problems` and left out.
-/// Returns `None` when the bucket holds nothing newer than `base`.
+/// Returns `None` when the bucket holds exactly what `base` holds. A generation *older* than
+/// `base` is returned too (the bucket was replaced or reset): callers decide what to trust.
 pub async fn load_latest(
     store: &dyn ObjectStore,
     base: &Snapshot,
 ) -> Result<Option<Snapshot>, BackupError> {
     let generation = latest_generation(store).await?;
-    if generation == 0 || generation <= base.generation {
+    if generation == 0 || (generation == base.generation && base.missing.is_empty()) {
         return Ok(None);
     }
     let manifest = read_manifest(store, generation).await?;
@@ -144,18 +145,11 @@ pub async fn load_manifest(
             .buffer_unordered(FETCH_CONCURRENCY)
             .collect()
             .await;
+    let mut bodies = Vec::with_capacity(fetched.len());
     let mut problems = Vec::new();
     for (path, entry, body) in fetched {
         match body {
-            Ok(body) => match manifest::decode(&entry, &body) {
-                Ok(set) => {
-                    files.insert(path, (entry, LoadedSet::from(set)));
-                }
-                Err(e) => {
-                    tracing::error!(%path, error = %e, "skipping corrupt backup object");
-                    problems.push(format!("{path}: {e}"));
-                }
-            },
+            Ok(body) => bodies.push((path, entry, body)),
             // A missing object is damage to report, not a reason to serve nothing.
             Err(object_store::Error::NotFound { .. }) => {
                 tracing::error!(%path, "backup object named by the manifest is missing");
@@ -167,6 +161,30 @@ pub async fn load_manifest(
                     path,
                     source,
                 });
+            }
+        }
+    }
+    // Hashing, decompressing and parsing are CPU work: keep them off the actors' thread so
+    // queries are never held up by a load.
+    let decoded = tokio::task::spawn_blocking(move || {
+        bodies
+            .into_iter()
+            .map(|(path, entry, body)| {
+                let set = manifest::decode(&entry, &body);
+                (path, entry, set)
+            })
+            .collect::<Vec<_>>()
+    })
+    .await
+    .expect("decoding does not panic");
+    for (path, entry, set) in decoded {
+        match set {
+            Ok(set) => {
+                files.insert(path, (entry, LoadedSet::from(set)));
+            }
+            Err(e) => {
+                tracing::error!(%path, error = %e, "skipping corrupt backup object");
+                problems.push(format!("{path}: {e}"));
             }
         }
     }
@@ -237,14 +255,19 @@ pub async fn publish(
     sets: Vec<EtlSet>,
     now: DateTime<Utc>,
 ) -> Result<Snapshot, PublishError> {
-    let encoded = sets
-        .iter()
-        .map(manifest::encode)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|source| BackupError::Local {
-            path: "encode".into(),
-            source,
-        })?;
+    let (encoded, sets) = tokio::task::spawn_blocking(move || {
+        let encoded = sets
+            .iter()
+            .map(manifest::encode)
+            .collect::<Result<Vec<_>, _>>();
+        (encoded, sets)
+    })
+    .await
+    .expect("encoding does not panic");
+    let encoded = encoded.map_err(|source| BackupError::Local {
+        path: "encode".into(),
+        source,
+    })?;
     for e in &encoded {
         if writer.cancel.is_cancelled() {
             return Err(PublishError::Cancelled);
@@ -296,6 +319,13 @@ pub async fn publish(
             };
             e.end > now - keep_for
         });
+        // Entries the base could not load are carried forward unless replaced: a failed read
+        // must never drop data from the backup.
+        let carried = base
+            .missing
+            .iter()
+            .filter(|(_, e)| !new_sets.values().any(|(n, _)| n.slot() == e.slot()))
+            .map(|(p, e)| (p.clone(), e.clone()));
         let manifest = Manifest {
             generation,
             term: writer.term,
@@ -304,6 +334,7 @@ pub async fn publish(
             files: files
                 .iter()
                 .map(|(p, (e, _))| (p.clone(), e.clone()))
+                .chain(carried)
                 .collect(),
         };
         let body = serde_json::to_vec_pretty(&manifest).expect("a manifest always serialises");
@@ -317,6 +348,25 @@ pub async fn publish(
             .await
         {
             Ok(_) => {
+                // Garbage collection removes old manifests, so a writer paused for long enough
+                // can create a generation below the newest. Look once more before trusting it.
+                let newest = latest_generation(store).await?;
+                if newest > generation {
+                    let theirs = read_manifest(store, newest).await?;
+                    if theirs.term > writer.term {
+                        return Err(PublishError::Fenced {
+                            generation: theirs.generation,
+                            term: theirs.term,
+                        });
+                    }
+                    tracing::warn!(
+                        generation,
+                        newest,
+                        "published below the newest generation; retrying on top of it"
+                    );
+                    base = Arc::new(load_manifest(store, &base, &theirs).await?);
+                    continue;
+                }
                 let rel = path.to_string();
                 let l = local.clone();
                 let local_path = local.root().join(&rel).display().to_string();
@@ -354,6 +404,41 @@ pub async fn publish(
         }
     }
     Err(PublishError::Contended)
+}
+
+/// Uploads, from the local file store, every object `snapshot` names that the bucket lacks: run
+/// when a leader finds the bucket behind its own store (a new or replaced bucket), so the next
+/// manifest never names objects the bucket does not have. Returns how many were uploaded.
+pub async fn seed(
+    store: &dyn ObjectStore,
+    local: &FileStore,
+    snapshot: &Snapshot,
+) -> Result<usize, BackupError> {
+    let mut uploaded = 0;
+    for path in snapshot.files.keys() {
+        let p = Path::from(path.as_str());
+        match store.head(&p).await {
+            Ok(_) => continue,
+            Err(object_store::Error::NotFound { .. }) => {}
+            Err(source) => {
+                return Err(BackupError::Store {
+                    op: "head",
+                    path: path.clone(),
+                    source,
+                });
+            }
+        }
+        let body = local.read(path).map_err(|source| BackupError::Local {
+            path: path.clone(),
+            source,
+        })?;
+        store
+            .put(&p, PutPayload::from(body))
+            .await
+            .map_err(store_err("put", &p))?;
+        uploaded += 1;
+    }
+    Ok(uploaded)
 }
 
 /// Deletes manifests older than the newest few and objects no remaining manifest names, but

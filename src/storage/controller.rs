@@ -219,9 +219,24 @@ impl Storage {
         }
     }
 
-    fn install(&mut self, snapshot: Arc<Snapshot>) {
-        if snapshot.generation < self.snapshot.generation {
+    /// Installs `snapshot` if it is newer, or the same generation with fewer objects missing.
+    /// `from_bucket` (a follower's poll) also accepts an older generation: the bucket is the
+    /// follower's truth, and a replaced bucket restarts its generations.
+    fn install(&mut self, snapshot: Arc<Snapshot>, from_bucket: bool) {
+        let current = &self.snapshot;
+        let better = snapshot.generation > current.generation
+            || (snapshot.generation == current.generation
+                && snapshot.missing.len() < current.missing.len())
+            || (from_bucket && snapshot.generation < current.generation);
+        if !better {
             return;
+        }
+        if snapshot.generation < current.generation {
+            tracing::warn!(
+                bucket = snapshot.generation,
+                loaded = current.generation,
+                "the bucket's newest generation is older than the loaded one; following the bucket"
+            );
         }
         if !snapshot.problems.is_empty() {
             self.cfg
@@ -266,11 +281,29 @@ impl Storage {
         let bucket = self.cfg.bucket.clone();
         let cancel = self.cancel.clone();
         let base = self.snapshot.clone();
+        let local = self.cfg.local.clone();
         tracing::info!(term, "promoted: reading the bucket before enabling writes");
         let read = async move {
             let mut pause = PROMOTION_RETRY.0;
             loop {
-                match backup::load_latest(bucket.as_ref(), &base).await {
+                let attempt = async {
+                    match backup::load_latest(bucket.as_ref(), &base).await? {
+                        // The bucket is behind this replica's own store (new or replaced
+                        // bucket): back the store up into it before writing on top of it.
+                        Some(s) if s.generation < base.generation => {
+                            let n = backup::seed(bucket.as_ref(), &local, &base).await?;
+                            tracing::warn!(
+                                bucket = s.generation,
+                                local = base.generation,
+                                uploaded = n,
+                                "bucket was behind the local store; backed it up"
+                            );
+                            Ok(None)
+                        }
+                        other => Ok::<_, backup::BackupError>(other),
+                    }
+                };
+                match attempt.await {
                     Ok(s) => return Some(s),
                     Err(e) => {
                         tracing::warn!(error = %e, retry_in = ?pause, "promotion read failed; writes stay off")
@@ -290,7 +323,7 @@ impl Storage {
                 return;
             }
             if let Some(s) = loaded {
-                act.install(Arc::new(s));
+                act.install(Arc::new(s), false);
             }
             if act.snapshot.term > term {
                 act.fence(term, act.snapshot.term);
@@ -347,8 +380,10 @@ impl Storage {
                     Err(e) => tracing::warn!(error = %e, "bucket garbage collection failed"),
                 }
                 let kept_from = newest.saturating_sub(10);
-                if let Ok(Err(e)) =
-                    tokio::task::spawn_blocking(move || local.retain(&keep, kept_from)).await
+                if let Ok(Err(e)) = tokio::task::spawn_blocking(move || {
+                    local.retain(&keep, kept_from, backup::GC_GRACE)
+                })
+                .await
                 {
                     tracing::warn!(error = %e, "local file store clean-up failed");
                 }
@@ -411,7 +446,7 @@ impl Actor for Storage {
                             problems = s.problems.len(),
                             "loaded the local file store"
                         );
-                        act.install(Arc::new(s));
+                        act.install(Arc::new(s), false);
                     }
                     Ok(Ok(None)) => {}
                     Ok(Err(e)) => tracing::warn!(error = %e, "could not load the local file store"),
@@ -452,7 +487,7 @@ impl Handler<SnapshotReady> for Storage {
                 self.last_poll_error = None;
                 // A poll that finishes after promotion is stale: the leader reads for itself.
                 if let (Some(s), Role::Follower { .. }) = (snapshot, &self.role) {
-                    self.install(s);
+                    self.install(s, true);
                 }
             }
             Err(e) => self.last_poll_error = Some(e),
@@ -573,7 +608,7 @@ impl Handler<WriteSets> for Storage {
                     match res {
                         Ok(snapshot) => {
                             let generation = snapshot.generation;
-                            act.install(Arc::new(snapshot));
+                            act.install(Arc::new(snapshot), false);
                             act.last_write = Some(Utc::now());
                             act.last_write_error = None;
                             act.maybe_collect_garbage(ctx);

@@ -81,12 +81,15 @@ impl FileStore {
     }
 
     /// Removes every file under the ETL folders that `keep` does not name, and manifests older
-    /// than `keep_manifest`. Best effort: the local store is a cache of the bucket.
+    /// than `keep_manifest`, but never a file modified within `grace` (a publish may have
+    /// written it after `keep` was taken). Best effort: the local store is a cache of the bucket.
     pub fn retain(
         &self,
         keep: &std::collections::BTreeSet<String>,
         keep_manifest: u64,
+        grace: std::time::Duration,
     ) -> std::io::Result<usize> {
+        let cutoff = std::time::SystemTime::now() - grace;
         let mut removed = 0;
         let mut stack = vec![self.root.join("etl")];
         while let Some(dir) = stack.pop() {
@@ -109,7 +112,8 @@ impl FileStore {
                     Some(g) => g < keep_manifest,
                     None => rel.ends_with(".json.zst") && !keep.contains(&rel),
                 };
-                if stale {
+                let recent = entry.metadata()?.modified()? > cutoff;
+                if stale && !recent {
                     std::fs::remove_file(&path)?;
                     removed += 1;
                 }

@@ -44,6 +44,10 @@ pub struct Snapshot {
     /// Objects the manifest names that could not be loaded, with the reason: reported, never
     /// served.
     pub problems: Vec<String>,
+    /// Manifest entries whose objects could not be loaded. They stay in every manifest written
+    /// on top of this snapshot (a reader's failure must never drop data from the backup), and
+    /// the next load of the same generation fetches them again.
+    pub missing: BTreeMap<String, FileEntry>,
 }
 
 impl Snapshot {
@@ -70,7 +74,14 @@ impl Snapshot {
                 }
             }
         }
+        let missing = manifest
+            .files
+            .iter()
+            .filter(|(p, _)| !files.contains_key(*p))
+            .map(|(p, e)| (p.clone(), e.clone()))
+            .collect();
         Self {
+            missing,
             generation: manifest.generation,
             term: manifest.term,
             writer: manifest.writer.clone(),
@@ -84,9 +95,9 @@ impl Snapshot {
 
     /// The manifest this snapshot was loaded from, as far as its files go.
     pub fn file_entries(&self) -> BTreeMap<String, FileEntry> {
-        self.files
-            .iter()
-            .map(|(p, (e, _))| (p.clone(), e.clone()))
+        let loaded = self.files.iter().map(|(p, (e, _))| (p.clone(), e.clone()));
+        loaded
+            .chain(self.missing.iter().map(|(p, e)| (p.clone(), e.clone())))
             .collect()
     }
 
