@@ -325,8 +325,10 @@ impl Allocation {
         self.ram_cost_idle += other.ram_cost_idle;
         self.external_cost += other.external_cost;
         self.shared_cost += other.shared_cost;
-        self.cpu_core_usage_max = self.cpu_core_usage_max.max(other.cpu_core_usage_max);
-        self.ram_byte_usage_max = self.ram_byte_usage_max.max(other.ram_byte_usage_max);
+        // Peak usage belongs to one container over one window (`rawAllocationOnly`): a sum of
+        // allocations has none.
+        self.cpu_core_usage_max = 0.0;
+        self.ram_byte_usage_max = 0.0;
         for (k, pv) in &other.pvs {
             let e = self.pvs.entry(k.clone()).or_insert_with(|| PvAllocation {
                 provider_id: pv.provider_id.clone(),

@@ -131,12 +131,24 @@ impl Comparison {
     }
 }
 
+/// Longest filter accepted.
+const MAX_FILTER_BYTES: usize = 16 * 1024;
+/// Deepest nesting of parentheses accepted: the parser recurses once per level.
+const MAX_DEPTH: usize = 32;
+
 /// Parses a filter; the error names the position and what was expected.
 pub fn parse(text: &str) -> Result<Filter, String> {
+    if text.len() > MAX_FILTER_BYTES {
+        return Err(format!(
+            "filter is {} bytes long; at most {MAX_FILTER_BYTES} are accepted",
+            text.len()
+        ));
+    }
     let mut p = Parser {
         s: text.as_bytes(),
         i: 0,
         text,
+        depth: 0,
     };
     let f = p.expr()?;
     p.ws();
@@ -150,6 +162,7 @@ struct Parser<'a> {
     s: &'a [u8],
     i: usize,
     text: &'a str,
+    depth: usize,
 }
 
 impl Parser<'_> {
@@ -198,8 +211,16 @@ impl Parser<'_> {
 
     fn term(&mut self) -> Result<Filter, String> {
         if self.peek() == Some(b'(') {
+            self.depth += 1;
+            if self.depth > MAX_DEPTH {
+                return Err(format!(
+                    "filter {:?}: parentheses nest deeper than {MAX_DEPTH} levels",
+                    self.text
+                ));
+            }
             self.i += 1;
             let f = self.expr()?;
+            self.depth -= 1;
             if self.peek() != Some(b')') {
                 return Err(self.err("')'"));
             }
@@ -432,5 +453,13 @@ mod tests {
         assert!(parse(r#"namespace:"a"#).unwrap_err().contains("closing"));
         assert!(parse(r#"label:"a""#).unwrap_err().contains("needs a key"));
         assert!(parse("").unwrap_err().contains("field name"));
+        let deep = format!("{}namespace:\"a\"{}", "(".repeat(1_000), ")".repeat(1_000));
+        assert!(parse(&deep).unwrap_err().contains("nest deeper"));
+        let ok = format!(
+            "{}namespace:\"a\"{}",
+            "(".repeat(MAX_DEPTH),
+            ")".repeat(MAX_DEPTH)
+        );
+        assert!(parse(&ok).is_ok());
     }
 }

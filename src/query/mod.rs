@@ -230,7 +230,7 @@ pub fn parse_allocation_query(
             })
             .transpose()
     };
-    Ok(AllocationQuery {
+    let q = AllocationQuery {
         window,
         aggregate,
         accumulate,
@@ -242,7 +242,28 @@ pub fn parse_allocation_query(
         filter,
         offset: number("offset")?.unwrap_or(0),
         limit: number("limit")?,
-    })
+    };
+    let step = match q.accumulate {
+        Accumulate::All => None,
+        Accumulate::Every(d) => Some(d),
+        Accumulate::None => Some(q.step.unwrap_or(if reads_daily(q.window, now) {
+            Duration::days(1)
+        } else {
+            Duration::hours(1)
+        })),
+    };
+    if let Some(step) = step {
+        let span = q.window.end.min(now + step) - q.window.start;
+        if span.num_seconds() / step.num_seconds().max(1) > MAX_STEPS {
+            return Err(bad(
+                "window",
+                format!(
+                    "{window_text:?} with this step gives more than {MAX_STEPS} sets; use a shorter window, a longer step, or accumulate=true"
+                ),
+            ));
+        }
+    }
+    Ok(q)
 }
 
 fn parse_bool(param: &'static str, v: &str) -> Result<bool, ParamError> {
@@ -305,10 +326,19 @@ fn day_aligned(t: DateTime<Utc>) -> bool {
     t.timestamp().rem_euclid(86_400) == 0
 }
 
+/// Whether a window is read from daily sets: it starts at midnight and ends at midnight or
+/// runs up to now (`week`, `month`: today's set is the partial day).
+fn reads_daily(w: Window, now: DateTime<Utc>) -> bool {
+    day_aligned(w.start) && (day_aligned(w.end) || w.end >= now)
+}
+
+/// The most sets one query may return: bounds the memory a single request can take.
+pub const MAX_STEPS: i64 = 10_000;
+
 impl AllocationQuery {
     /// The resolution of stored sets this query reads, and its steps.
     pub fn plan(&self, now: DateTime<Utc>) -> (Resolution, Vec<Window>) {
-        let daily_window = day_aligned(self.window.start) && day_aligned(self.window.end);
+        let daily_window = reads_daily(self.window, now);
         let step = match self.accumulate {
             Accumulate::All => None,
             Accumulate::Every(d) => Some(d),
@@ -388,9 +418,12 @@ impl AllocationQuery {
     }
 
     fn aggregate_sets<'a>(&self, sets: impl Iterator<Item = &'a AllocationSet>) -> Vec<Allocation> {
-        let mut out: BTreeMap<String, Allocation> = BTreeMap::new();
-        let mut idle: BTreeMap<String, Allocation> = BTreeMap::new();
+        let mut total: BTreeMap<String, Allocation> = BTreeMap::new();
         for set in sets {
+            // Each set is aggregated (and its idle shared) on its own, then added to the step,
+            // as OpenCost does: idle is shared by each day's costs, not by the step's.
+            let mut out: BTreeMap<String, Allocation> = BTreeMap::new();
+            let mut idle: BTreeMap<String, Allocation> = BTreeMap::new();
             // Per node: (cpu, ram) cost kept by the filter and in total, to scale idle by.
             let mut kept: HashMap<&str, [f64; 4]> = HashMap::new();
             let mut idles = Vec::new();
@@ -431,7 +464,7 @@ impl AllocationQuery {
                 }
             }
             if !self.idle {
-                continue;
+                idles.clear();
             }
             for a in idles {
                 if !self
@@ -469,12 +502,20 @@ impl AllocationQuery {
                     }
                 }
             }
+            if self.share_idle {
+                share_idle(&mut out, idle.values());
+                idle.clear();
+            }
+            for (key, a) in out.into_iter().chain(idle) {
+                match total.get_mut(&key) {
+                    Some(t) => t.add(&a),
+                    None => {
+                        total.insert(key, a);
+                    }
+                }
+            }
         }
-        if self.share_idle {
-            share_idle(&mut out, idle.values());
-            return out.into_values().collect();
-        }
-        out.into_values().chain(idle.into_values()).collect()
+        total.into_values().collect()
     }
 }
 
@@ -585,7 +626,7 @@ impl AssetQuery {
         sets: &BTreeMap<(Resolution, DateTime<Utc>), Arc<AssetSet>>,
         now: DateTime<Utc>,
     ) -> Vec<AssetResult> {
-        let daily = day_aligned(self.window.start) && day_aligned(self.window.end);
+        let daily = reads_daily(self.window, now);
         let res = if daily {
             Resolution::Day
         } else {
@@ -681,5 +722,58 @@ fn add_asset(into: &mut Asset, a: &Asset) {
     into.adjustment += a.adjustment;
     if into.kind != a.kind {
         into.kind = "Any".into();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn params(q: &str) -> HashMap<String, String> {
+        q.split('&')
+            .filter_map(|kv| kv.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn windows_up_to_now_read_daily_sets() {
+        let now = Utc.with_ymd_and_hms(2026, 11, 24, 10, 30, 0).unwrap();
+        for w in ["week", "month", "7d", "today", "lastweek"] {
+            let q = parse_allocation_query(&params(&format!("window={w}")), now).unwrap();
+            assert_eq!(q.plan(now).0, Resolution::Day, "{w}");
+        }
+        for w in ["24h", "48h", "2026-11-23T06:00:00Z,2026-11-23T18:00:00Z"] {
+            let q = parse_allocation_query(&params(&format!("window={w}")), now).unwrap();
+            assert_eq!(q.plan(now).0, Resolution::Hour, "{w}");
+        }
+        let (_, steps) = parse_allocation_query(&params("window=month"), now)
+            .unwrap()
+            .plan(now);
+        assert_eq!(
+            steps.len(),
+            24,
+            "one daily step per day of the month so far, today's partial"
+        );
+    }
+
+    #[test]
+    fn huge_windows_are_refused_before_any_work() {
+        let now = Utc.with_ymd_and_hms(2026, 11, 24, 10, 30, 0).unwrap();
+        let e = parse_allocation_query(
+            &params("window=0001-01-01T00:00:00Z,2026-11-24T10:00:00Z"),
+            now,
+        )
+        .unwrap_err();
+        assert_eq!(e.param, "window");
+        let ok = parse_allocation_query(
+            &params("window=0001-01-01T00:00:00Z,2026-11-24T10:00:00Z&accumulate=true"),
+            now,
+        );
+        assert!(
+            ok.is_ok(),
+            "one accumulated set is cheap whatever the window"
+        );
     }
 }
