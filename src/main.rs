@@ -8,6 +8,9 @@ use cost_model::config::{Config, LogFormat};
 const EXIT_CONFIG: u8 = 64;
 
 fn main() -> ExitCode {
+    // Both rustls providers are compiled in (kube: ring, object_store: aws-lc-rs), so rustls
+    // cannot choose; the Kubernetes client needs a process-wide default.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let cfg = match Config::load(std::env::args_os(), &|k| std::env::var(k).ok()) {
         Ok(c) => c,
         Err(e) if !e.use_stderr() => {
@@ -35,7 +38,7 @@ fn main() -> ExitCode {
     match system.block_on(cost_model::app::run(cfg)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!("{e:#}");
+            // One line, as for bad flags: what failed and why.
             eprintln!("cost-model: {e:#}");
             ExitCode::FAILURE
         }
