@@ -332,6 +332,37 @@ fn reads_daily(w: Window, now: DateTime<Utc>) -> bool {
     day_aligned(w.start) && (day_aligned(w.end) || w.end >= now)
 }
 
+/// Sorts by cost, most expensive first (then by name, for stable output), and applies
+/// `offset`/`limit`: Kubecost's paging.
+fn rank_and_page<T>(
+    mut items: Vec<T>,
+    by: impl Fn(&T) -> (f64, &str),
+    offset: usize,
+    limit: Option<usize>,
+) -> Vec<T> {
+    items.sort_by(|a, b| {
+        let ((ca, na), (cb, nb)) = (by(a), by(b));
+        cb.total_cmp(&ca).then_with(|| na.cmp(nb))
+    });
+    items
+        .into_iter()
+        .skip(offset)
+        .take(limit.unwrap_or(usize::MAX))
+        .collect()
+}
+
+/// Consecutive steps of `step` from the window's start, the last one cut at its end, none
+/// starting after `now`.
+fn steps(window: Window, step: Duration, now: DateTime<Utc>) -> Vec<Window> {
+    let mut out = Vec::new();
+    let mut t = window.start;
+    while t < window.end && t <= now {
+        out.push(Window::new(t, (t + step).min(window.end)));
+        t += step;
+    }
+    out
+}
+
 /// The most sets one query may return: bounds the memory a single request can take.
 pub const MAX_STEPS: i64 = 10_000;
 
@@ -355,15 +386,7 @@ impl AllocationQuery {
         };
         let steps = match step {
             None => vec![self.window],
-            Some(s) => {
-                let mut out = Vec::new();
-                let mut t = self.window.start;
-                while t < self.window.end && t <= now {
-                    out.push(Window::new(t, (t + s).min(self.window.end)));
-                    t += s;
-                }
-                out
-            }
+            Some(s) => steps(self.window, s, now),
         };
         (resolution, steps)
     }
@@ -379,17 +402,13 @@ impl AllocationQuery {
             .into_iter()
             .map(|step| {
                 let range = sets.range((resolution, step.start)..(resolution, step.end));
-                let mut allocations = self.aggregate_sets(range.map(|(_, s)| s.as_ref()));
-                allocations.sort_by(|a, b| {
-                    b.total_cost()
-                        .total_cmp(&a.total_cost())
-                        .then_with(|| a.name.cmp(&b.name))
-                });
-                let allocations = allocations
-                    .into_iter()
-                    .skip(self.offset)
-                    .take(self.limit.unwrap_or(usize::MAX))
-                    .collect();
+                let allocations = self.aggregate_sets(range.map(|(_, s)| s.as_ref()));
+                let allocations = rank_and_page(
+                    allocations,
+                    |a| (a.total_cost(), a.name.as_str()),
+                    self.offset,
+                    self.limit,
+                );
                 AllocationResult {
                     window: step,
                     allocations,
@@ -635,13 +654,7 @@ impl AssetQuery {
         let steps = if self.accumulate {
             vec![self.window]
         } else {
-            let mut out = Vec::new();
-            let mut t = self.window.start;
-            while t < self.window.end && t <= now {
-                out.push(Window::new(t, (t + res.duration()).min(self.window.end)));
-                t += res.duration();
-            }
-            out
+            steps(self.window, res.duration(), now)
         };
         steps
             .into_iter()
@@ -658,17 +671,13 @@ impl AssetQuery {
                         }
                     }
                 }
-                let mut assets: Vec<_> = acc.into_iter().collect();
-                assets.sort_by(|a, b| {
-                    b.1.total_cost()
-                        .total_cmp(&a.1.total_cost())
-                        .then_with(|| a.0.cmp(&b.0))
-                });
-                let assets = assets
-                    .into_iter()
-                    .skip(self.offset)
-                    .take(self.limit.unwrap_or(usize::MAX))
-                    .collect();
+                let assets = acc.into_iter().collect();
+                let assets = rank_and_page(
+                    assets,
+                    |(k, a): &(String, Asset)| (a.total_cost(), k.as_str()),
+                    self.offset,
+                    self.limit,
+                );
                 AssetResult {
                     window: step,
                     assets,
