@@ -353,28 +353,14 @@ async fn the_leader_path_is_the_standalone_path() {
     // A standalone replica and a promoted one build byte-identical complete sets.
     let standalone_bucket: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
     let dir = tempfile::tempdir().unwrap();
-    let s = cost_model::app::start(cost_model::app::Parts {
-        identity: "s".into(),
-        bucket: standalone_bucket.clone(),
-        bucket_description: "test".into(),
-        etl_dir: dir.path().to_path_buf(),
-        source: Arc::new(cost_model::etl::demo::DemoCluster::new(
-            support::SEED,
-            support::PODS,
-        )),
-        backend: Box::new(StandaloneElection {
+    let s = cost_model::app::start(support::parts(
+        "s",
+        standalone_bucket.clone(),
+        Box::new(StandaloneElection {
             identity: "s".into(),
         }),
-        poll_interval: std::time::Duration::from_secs(3600),
-        etl_interval: std::time::Duration::from_secs(3600),
-        backfill: chrono::Duration::days(1),
-        hourly_retention: chrono::Duration::hours(49),
-        daily_retention: chrono::Duration::days(91),
-        cluster_id: "cluster-one".into(),
-        lease_name: "test".into(),
-        lease_namespace: None,
-        query_threads: 1,
-    });
+        dir.path(),
+    ));
     let promoted_bucket: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
     let p = node("p", promoted_bucket.clone());
     p.election.promote(0);

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use cost_model::app::{self, Parts, Replica};
-use cost_model::election::{ManualElection, ManualHandle};
+use cost_model::election::{ElectionBackend, ManualElection, ManualHandle};
 use cost_model::etl::costing;
 use cost_model::etl::demo::DemoCluster;
 use cost_model::etl::source::DataSource;
@@ -32,23 +32,12 @@ pub fn node(identity: &str, bucket: Arc<dyn ObjectStore>) -> Node {
     let (faulty, faults) = FaultyStore::new(bucket);
     let (backend, election) = ManualElection::new(identity);
     let etl_dir = tempfile::tempdir().unwrap();
-    let replica = app::start(Parts {
-        identity: identity.to_string(),
-        bucket: Arc::new(faulty),
-        bucket_description: "test".into(),
-        etl_dir: etl_dir.path().to_path_buf(),
-        source: Arc::new(DemoCluster::new(SEED, PODS)),
-        backend: Box::new(backend),
-        poll_interval: Duration::from_secs(3600),
-        etl_interval: Duration::from_secs(3600),
-        backfill: chrono::Duration::days(1),
-        hourly_retention: chrono::Duration::hours(49),
-        daily_retention: chrono::Duration::days(91),
-        cluster_id: "cluster-one".into(),
-        lease_name: "test".into(),
-        lease_namespace: None,
-        query_threads: 1,
-    });
+    let replica = app::start(parts(
+        identity,
+        Arc::new(faulty),
+        Box::new(backend),
+        etl_dir.path(),
+    ));
     Node {
         replica,
         election,
@@ -78,6 +67,33 @@ pub async fn wait_writable(storage: &actix::Addr<cost_model::storage::Storage>, 
         .await
         .unwrap()
         .expect("writes enabled for the term");
+}
+
+/// The parts of a test replica: the demo cluster, polls only when asked (the interval is an
+/// hour) or on becoming a follower, one day of backfill.
+pub fn parts(
+    identity: &str,
+    bucket: Arc<dyn ObjectStore>,
+    backend: Box<dyn ElectionBackend>,
+    etl_dir: &std::path::Path,
+) -> Parts {
+    Parts {
+        identity: identity.to_string(),
+        bucket,
+        bucket_description: "test".into(),
+        etl_dir: etl_dir.to_path_buf(),
+        source: Arc::new(DemoCluster::new(SEED, PODS)),
+        backend,
+        poll_interval: Duration::from_secs(3600),
+        etl_interval: Duration::from_secs(3600),
+        backfill: chrono::Duration::days(1),
+        hourly_retention: chrono::Duration::hours(49),
+        daily_retention: chrono::Duration::days(91),
+        cluster_id: "cluster-one".into(),
+        lease_name: "test".into(),
+        lease_namespace: None,
+        query_threads: 1,
+    }
 }
 
 /// Priced demo sets for the day before `now`, at both resolutions' first window.
