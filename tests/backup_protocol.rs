@@ -13,6 +13,17 @@ use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use tokio_util::sync::CancellationToken;
 
+/// A writer with Kubecost's default retentions.
+fn writer<'a>(identity: &'a str, term: u64, cancel: &'a CancellationToken) -> Writer<'a> {
+    Writer {
+        identity,
+        term,
+        cancel,
+        hourly_retention: chrono::Duration::hours(49),
+        daily_retention: chrono::Duration::days(91),
+    }
+}
+
 fn stores() -> Vec<(
     &'static str,
     Arc<dyn ObjectStore>,
@@ -38,13 +49,7 @@ async fn publish(
 ) -> Result<Snapshot, PublishError> {
     let dir = tempfile::tempdir().unwrap();
     let cancel = CancellationToken::new();
-    let w = Writer {
-        identity,
-        term,
-        cancel: &cancel,
-        hourly_retention: chrono::Duration::hours(49),
-        daily_retention: chrono::Duration::days(91),
-    };
+    let w = writer(identity, term, &cancel);
     backup::publish(
         store,
         &FileStore::new(dir.path()),
@@ -205,13 +210,7 @@ async fn cancelled_writer_publishes_no_manifest() {
         let dir = tempfile::tempdir().unwrap();
         let cancel = CancellationToken::new();
         cancel.cancel();
-        let w = Writer {
-            identity: "w",
-            term: 1,
-            cancel: &cancel,
-            hourly_retention: chrono::Duration::hours(49),
-            daily_retention: chrono::Duration::days(91),
-        };
+        let w = writer("w", 1, &cancel);
         let res = backup::publish(
             store.as_ref(),
             &FileStore::new(dir.path()),
@@ -259,13 +258,7 @@ async fn entries_that_failed_to_load_stay_in_the_next_manifest() {
 
         let dir = tempfile::tempdir().unwrap();
         let cancel = CancellationToken::new();
-        let w = Writer {
-            identity: "w",
-            term: 1,
-            cancel: &cancel,
-            hourly_retention: chrono::Duration::hours(49),
-            daily_retention: chrono::Duration::days(91),
-        };
+        let w = writer("w", 1, &cancel);
         let daily: Vec<_> = support::demo_sets(Utc::now())
             .into_iter()
             .filter(|s| s.resolution() == cost_model::model::Resolution::Day)
@@ -296,13 +289,7 @@ async fn seeding_backs_up_the_local_store_into_an_empty_bucket() {
     let local_dir = tempfile::tempdir().unwrap();
     let local = FileStore::new(local_dir.path());
     let cancel = CancellationToken::new();
-    let w = Writer {
-        identity: "w",
-        term: 1,
-        cancel: &cancel,
-        hourly_retention: chrono::Duration::hours(49),
-        daily_retention: chrono::Duration::days(91),
-    };
+    let w = writer("w", 1, &cancel);
     let s = backup::publish(
         old.as_ref(),
         &local,
