@@ -55,6 +55,18 @@ impl Group {
             .collect()
     }
 
+    /// Waits until every replica but `leader` has loaded a snapshot.
+    async fn followers_loaded(&self, leader: usize) {
+        for r in self.others(leader) {
+            wait_for(
+                "followers load a snapshot",
+                Duration::from_secs(20),
+                || async { r.status().await.filter(|s| s.generation() > 0) },
+            )
+            .await;
+        }
+    }
+
     /// Waits until one replica leads, the others follow it and the leader has written.
     async fn leader(&self, within: Duration) -> (usize, Status) {
         let (l, _) = settled_leader(&self.all(), within).await;
@@ -153,14 +165,7 @@ async fn kill_9_of_the_leader_fails_over_with_a_higher_term() {
     let old_term = status.term().expect("term");
     let sampler = Sampler::start(&g.all());
     // Let the followers load a snapshot while sampling.
-    for r in g.others(old) {
-        wait_for(
-            "followers load a snapshot",
-            Duration::from_secs(20),
-            || async { r.status().await.filter(|s| s.generation() > 0) },
-        )
-        .await;
-    }
+    g.followers_loaded(old).await;
 
     let mut g = g;
     let killed = Instant::now();
@@ -209,14 +214,7 @@ async fn sigterm_of_the_leader_hands_off_within_one_retry_period() {
     let (old, status) = g.leader(Duration::from_secs(30)).await;
     let old_term = status.term().expect("term");
     let sampler = Sampler::start(&g.all());
-    for r in g.others(old) {
-        wait_for(
-            "followers load a snapshot",
-            Duration::from_secs(20),
-            || async { r.status().await.filter(|s| s.generation() > 0) },
-        )
-        .await;
-    }
+    g.followers_loaded(old).await;
 
     let mut g = g;
     let signalled = Instant::now();
