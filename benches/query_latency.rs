@@ -34,6 +34,7 @@ fn replica(
         source: Arc::new(DemoCluster::new(1, pods)),
         backend: Box::new(backend),
         poll_interval: Duration::from_millis(200),
+        object_retry: Duration::from_millis(400),
         etl_interval: Duration::from_secs(3600),
         backfill: chrono::Duration::days(7),
         hourly_retention: chrono::Duration::hours(49),
@@ -42,6 +43,8 @@ fn replica(
         lease_name: "bench".into(),
         lease_namespace: None,
         query_threads: 2,
+        max_heavy_queries: 4,
+        limits: cost_model::api::QueryLimits::default(),
     });
     (r, handle, faults)
 }

@@ -18,17 +18,6 @@ pub enum ElectionMode {
     Follower,
 }
 
-impl ElectionMode {
-    /// The flag value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ElectionMode::Standalone => "standalone",
-            ElectionMode::Kubernetes => "kubernetes",
-            ElectionMode::Follower => "follower",
-        }
-    }
-}
-
 /// Where cost data comes from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum SourceKind {
@@ -41,7 +30,9 @@ pub enum SourceKind {
 /// Log line format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
+    /// Human-readable lines.
     Text,
+    /// One JSON object per line.
     Json,
 }
 
@@ -150,9 +141,25 @@ pub struct Config {
     #[arg(long, env = "CLUSTER_ID", default_value = "cluster-one")]
     pub cluster_id: String,
 
-    /// Threads that run API queries.
+    /// Threads that run heavy API queries (cheap ones have a thread of their own).
     #[arg(long, env = "QUERY_THREADS", default_value_t = 2)]
     pub query_threads: usize,
+
+    /// Heavy queries admitted at once, running or queued; more are refused with 503.
+    #[arg(long, env = "MAX_HEAVY_QUERIES", default_value_t = 4)]
+    pub max_heavy_queries: usize,
+
+    /// The most sets (steps) one query may return.
+    #[arg(long, env = "MAX_QUERY_STEPS", default_value_t = crate::query::DEFAULT_MAX_STEPS)]
+    pub max_query_steps: usize,
+
+    /// The largest response body, in bytes; a larger answer is refused with 413.
+    #[arg(long, env = "MAX_RESPONSE_BYTES", default_value_t = 256 * 1024 * 1024)]
+    pub max_response_bytes: usize,
+
+    /// How long a query may run before it is abandoned with 503.
+    #[arg(long, env = "QUERY_TIMEOUT", default_value = "30s", value_parser = duration)]
+    pub query_timeout: Duration,
 
     /// How long shutdown may take before what is left is abandoned.
     #[arg(long, env = "SHUTDOWN_TIMEOUT", default_value = "20s", value_parser = duration)]
@@ -161,42 +168,100 @@ pub struct Config {
     /// text or json.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
+
+    /// Where each setting came from, so errors name what the user set.
+    #[arg(skip)]
+    origins: Origins,
 }
 
-/// A configuration problem, named by flag.
+/// Where settings came from: the command line, an environment variable, or a Kubecost variable
+/// that implies one (`LEADER_FOLLOWER_ENABLED`, `KUBECOST_NAMESPACE`, `API_PORT`).
+#[derive(Clone, Debug, Default)]
+struct Origins {
+    /// Argument id → the environment variable (with its value) that set it.
+    from_env: std::collections::BTreeMap<String, String>,
+}
+
+/// A configuration problem, named by the flag or environment variable the user set.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct ConfigError(pub String);
+
+/// Bounds that keep every later computation in range (a retention of 4294967295 hours or a
+/// backfill of 300000 years would overflow date arithmetic): generous for any real install.
+const MAX_HOURLY_RETENTION_HOURS: u32 = 24 * 366;
+const MAX_DAILY_RETENTION_DAYS: u32 = 3660;
+const MAX_BACKFILL: Duration = Duration::from_secs(3660 * 86_400);
+const MAX_TIMING: Duration = Duration::from_secs(86_400);
 
 /// Reads an environment variable (a function so tests need not touch the process environment).
 pub type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
 
 impl Config {
     /// Parses arguments (and the process environment, through clap) and applies Kubecost's
-    /// environment variables and the cross-flag rules.
+    /// environment variables. A bad value read from the environment is reported by its
+    /// variable, not by the flag the user never typed.
     pub fn load(
         args: impl IntoIterator<Item = std::ffi::OsString>,
         env: EnvLookup<'_>,
     ) -> Result<Self, clap::Error> {
-        let mut cfg = Self::try_parse_from(args)?;
+        use clap::{CommandFactory, FromArgMatches};
+        let args: Vec<std::ffi::OsString> = args.into_iter().collect();
+        let matches = Self::command()
+            .try_get_matches_from(&args)
+            .map_err(|e| blame_env(e, &args, env))?;
+        let mut cfg = Self::from_arg_matches(&matches)?;
+        for arg in Self::command().get_arguments() {
+            let id = arg.get_id().as_str();
+            if matches.value_source(id) == Some(clap::parser::ValueSource::EnvVariable)
+                && let Some(var) = arg.get_env().and_then(|v| v.to_str())
+            {
+                let value = env(var).unwrap_or_default();
+                cfg.origins
+                    .from_env
+                    .insert(id.to_string(), format!("{var}={value}"));
+            }
+        }
         cfg.apply_kubecost_env(env);
         Ok(cfg)
     }
 
     fn apply_kubecost_env(&mut self, env: EnvLookup<'_>) {
         if self.election.is_none()
-            && env("LEADER_FOLLOWER_ENABLED").is_some_and(|v| v.eq_ignore_ascii_case("true"))
+            && let Some(v) = env("LEADER_FOLLOWER_ENABLED")
+            && v.eq_ignore_ascii_case("true")
         {
             self.election = Some(ElectionMode::Kubernetes);
+            self.origins
+                .from_env
+                .insert("election".into(), format!("LEADER_FOLLOWER_ENABLED={v}"));
         }
-        if self.lease_namespace.is_none() {
-            self.lease_namespace = env("KUBECOST_NAMESPACE").filter(|v| !v.is_empty());
+        if self.lease_namespace.is_none()
+            && let Some(ns) = env("KUBECOST_NAMESPACE").filter(|v| !v.is_empty())
+        {
+            self.origins
+                .from_env
+                .insert("lease_namespace".into(), format!("KUBECOST_NAMESPACE={ns}"));
+            self.lease_namespace = Some(ns);
         }
         if self.listen.is_none()
-            && let Some(port) = env("API_PORT").and_then(|p| p.parse::<u16>().ok())
+            && let Some(p) = env("API_PORT")
+            && let Ok(port) = p.parse::<u16>()
         {
             self.listen = Some(SocketAddr::from(([0, 0, 0, 0], port)));
+            self.origins
+                .from_env
+                .insert("listen".into(), format!("API_PORT={p}"));
         }
+    }
+
+    /// How to name a setting in an error: the environment variable (with its value) when that
+    /// is where it came from, else the flag.
+    pub fn name_of(&self, id: &str) -> String {
+        if let Some(var) = self.origins.from_env.get(id) {
+            return var.clone();
+        }
+        format!("--{}", id.replace('_', "-"))
     }
 
     /// The election mode in force.
@@ -245,59 +310,191 @@ impl Config {
         }
     }
 
-    /// Cross-flag rules; the error names the flags.
+    /// Range and cross-flag rules; the error names what the user set.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        let n = |id: &str| self.name_of(id);
+        let d = |v: Duration| humantime::format_duration(v).to_string();
+        let err = |m: String| Err(ConfigError(m));
         if self.election() == ElectionMode::Kubernetes
             && self.bucket_config.is_none()
             && self.bucket_dir.is_none()
         {
-            return Err(ConfigError(
-                "--election kubernetes needs bucket backup: set --bucket-config (ETL_BUCKET_CONFIG) or --bucket-dir (ETL_BUCKET_DIR)".into(),
+            return err(format!(
+                "{} needs bucket backup: set --bucket-config (ETL_BUCKET_CONFIG) or --bucket-dir (ETL_BUCKET_DIR)",
+                match self.origins.from_env.get("election") {
+                    Some(var) => var.clone(),
+                    None => "--election kubernetes".into(),
+                }
             ));
         }
         if self.bucket_config.is_some() && self.bucket_dir.is_some() {
-            return Err(ConfigError(
-                "--bucket-config and --bucket-dir are exclusive: set one".into(),
+            return err(format!(
+                "{} and {} are exclusive: set one",
+                n("bucket_config"),
+                n("bucket_dir")
             ));
         }
+        for (id, v) in [
+            ("lease_duration", self.lease_duration),
+            ("renew_deadline", self.renew_deadline),
+            ("retry_period", self.retry_period),
+            ("poll_interval", self.poll_interval),
+            ("etl_interval", self.etl_interval),
+            ("shutdown_timeout", self.shutdown_timeout),
+            ("query_timeout", self.query_timeout),
+        ] {
+            if v.is_zero() || v > MAX_TIMING {
+                return err(format!(
+                    "{} ({}) must be greater than 0 and at most 1 day",
+                    n(id),
+                    d(v)
+                ));
+            }
+        }
         if self.lease_duration <= self.renew_deadline {
-            return Err(ConfigError(format!(
-                "--lease-duration ({}) must be longer than --renew-deadline ({})",
-                humantime::format_duration(self.lease_duration),
-                humantime::format_duration(self.renew_deadline)
-            )));
+            return err(format!(
+                "{} ({}) must be longer than {} ({})",
+                n("lease_duration"),
+                d(self.lease_duration),
+                n("renew_deadline"),
+                d(self.renew_deadline)
+            ));
         }
         // client-go's rule: the renew deadline must leave room for a jittered retry.
         if self.renew_deadline.as_secs_f64() <= 1.2 * self.retry_period.as_secs_f64() {
-            return Err(ConfigError(format!(
-                "--renew-deadline ({}) must be longer than 1.2 × --retry-period ({})",
-                humantime::format_duration(self.renew_deadline),
-                humantime::format_duration(self.retry_period)
-            )));
-        }
-        if self.poll_interval.is_zero() {
-            return Err(ConfigError("--poll-interval must be greater than 0".into()));
-        }
-        if self.etl_interval.is_zero() {
-            return Err(ConfigError("--etl-interval must be greater than 0".into()));
-        }
-        if self.source() == SourceKind::Prometheus {
-            return Err(ConfigError(
-                "--source prometheus (or --prometheus-url) is not supported by this build yet; use --source demo".into(),
+            return err(format!(
+                "{} ({}) must be longer than 1.2 × {} ({})",
+                n("renew_deadline"),
+                d(self.renew_deadline),
+                n("retry_period"),
+                d(self.retry_period)
             ));
         }
-        if self.hourly_retention == 0 || self.daily_retention == 0 {
-            return Err(ConfigError(
-                "--hourly-retention and --daily-retention must be at least 1".into(),
+        if self.source() == SourceKind::Prometheus {
+            return err(format!(
+                "{} is not supported by this build yet; use --source demo",
+                if self.source.is_some() {
+                    n("source")
+                } else {
+                    n("prometheus_url")
+                }
+            ));
+        }
+        if !(1..=MAX_HOURLY_RETENTION_HOURS).contains(&self.hourly_retention) {
+            return err(format!(
+                "{} ({}) must be between 1 and {MAX_HOURLY_RETENTION_HOURS} hours",
+                n("hourly_retention"),
+                self.hourly_retention
+            ));
+        }
+        if !(1..=MAX_DAILY_RETENTION_DAYS).contains(&self.daily_retention) {
+            return err(format!(
+                "{} ({}) must be between 1 and {MAX_DAILY_RETENTION_DAYS} days",
+                n("daily_retention"),
+                self.daily_retention
+            ));
+        }
+        if self.backfill < Duration::from_secs(3600) || self.backfill > MAX_BACKFILL {
+            return err(format!(
+                "{} ({}) must be between 1h and {MAX_DAILY_RETENTION_DAYS}d",
+                n("backfill"),
+                d(self.backfill)
+            ));
+        }
+        if !(1..=3600).contains(&self.resolution) {
+            return err(format!(
+                "{} ({}) must be between 1 and 3600 seconds",
+                n("resolution"),
+                self.resolution
             ));
         }
         if self.demo_pods == 0 || self.demo_pods > 1_000_000 {
-            return Err(ConfigError(
-                "--demo-pods must be between 1 and 1000000".into(),
+            return err(format!(
+                "{} ({}) must be between 1 and 1000000",
+                n("demo_pods"),
+                self.demo_pods
+            ));
+        }
+        for (id, v, max) in [
+            ("query_threads", self.query_threads, 256),
+            ("max_heavy_queries", self.max_heavy_queries, 10_000),
+            ("max_query_steps", self.max_query_steps, 1_000_000),
+        ] {
+            if v == 0 || v > max {
+                return err(format!("{} ({v}) must be between 1 and {max}", n(id)));
+            }
+        }
+        if self.max_response_bytes < 4096 {
+            return err(format!(
+                "{} ({}) must be at least 4096",
+                n("max_response_bytes"),
+                self.max_response_bytes
+            ));
+        }
+        if self.etl_dir.exists() && !self.etl_dir.is_dir() {
+            return err(format!(
+                "{} ({}) is not a folder",
+                n("etl_dir"),
+                self.etl_dir.display()
+            ));
+        }
+        if let Some(dir) = &self.bucket_dir
+            && dir.exists()
+            && !dir.is_dir()
+        {
+            return err(format!(
+                "{} ({}) is not a folder",
+                n("bucket_dir"),
+                dir.display()
             ));
         }
         Ok(())
     }
+}
+
+/// Rewrites clap's error for a bad value that came from the environment so it names the
+/// variable: `LEASE_DURATION=soon: invalid value ...` rather than blaming `--lease-duration`.
+fn blame_env(e: clap::Error, args: &[std::ffi::OsString], env: EnvLookup<'_>) -> clap::Error {
+    use clap::CommandFactory;
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if !matches!(
+        e.kind(),
+        ErrorKind::InvalidValue | ErrorKind::ValueValidation
+    ) {
+        return e;
+    }
+    let Some(ContextValue::String(arg)) = e.get(ContextKind::InvalidArg) else {
+        return e;
+    };
+    let long = arg
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    let typed = args.iter().any(|a| {
+        a.to_str()
+            .is_some_and(|a| a == long || a.starts_with(&format!("{long}=")))
+    });
+    if typed {
+        return e;
+    }
+    let cmd = Config::command();
+    let Some(var) = cmd
+        .get_arguments()
+        .find(|a| a.get_long().is_some_and(|l| format!("--{l}") == long))
+        .and_then(|a| a.get_env())
+        .and_then(|v| v.to_str())
+    else {
+        return e;
+    };
+    let value = env(var).unwrap_or_default();
+    let first = e.to_string();
+    let first = first.lines().next().unwrap_or_default();
+    let first = first.trim_start_matches("error: ");
+    clap::Error::raw(
+        ErrorKind::ValueValidation,
+        format!("{var}={value} (environment): {first}\n"),
+    )
 }
 
 #[cfg(test)]

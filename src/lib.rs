@@ -1,7 +1,8 @@
 //! cost-model: a highly available replica of the Kubecost cost-model container.
 //!
 //! Actors (`election`, `storage`, `etl`, the query executor in `api`) exchange messages; `model`
-//! is pure data, `query` pure computation over it. See DESIGN.md in the shared notes.
+//! is pure data, `query` pure computation over it; `supervise` turns a dead actor into a
+//! non-zero exit. The README describes the whole.
 
 #![forbid(unsafe_code)]
 
@@ -13,8 +14,10 @@ pub mod etl;
 pub mod metrics;
 pub mod model;
 pub mod query;
+pub mod redact;
 pub mod role;
 pub mod storage;
+pub mod supervise;
 
 /// Initialises logging: `RUST_LOG` filters (default `info`), text or JSON lines.
 pub fn init_tracing(json: bool) {

@@ -27,6 +27,13 @@ impl ResultLabel {
     }
 }
 
+/// A `lane` label: `light` or `heavy`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LaneLabel {
+    /// The query lane.
+    pub lane: String,
+}
+
 /// client-go's `name` label for `leader_election_master_status`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct NameLabel {
@@ -54,14 +61,23 @@ pub struct Metrics {
     pub writes: Family<ResultLabel, Counter>,
     /// Writes that reached a follower and were dropped.
     pub follower_writes_dropped: Counter,
-    /// Backup objects skipped because they failed verification.
-    pub corrupt_objects: Counter,
+    /// Failed attempts to load a backup object the manifest names (missing, corrupt).
+    pub object_load_failures: Counter,
+    /// Sets the served manifest names that this replica could not load.
+    pub unavailable_sets: Gauge,
+    /// Query responses that covered sets this replica could not load (and said so).
+    pub query_unavailable_data: Counter,
+    /// API queries by outcome: `ok`, `bad_request`, `too_large`, `timeout`, `overloaded`,
+    /// `cancelled`, `not_ready`, `error`.
+    pub queries: Family<ResultLabel, Counter>,
     /// The loaded manifest generation.
     pub snapshot_generation: Gauge,
     /// Seconds since the loaded generation was published.
     pub data_age_seconds: Gauge<f64, AtomicU64>,
     /// API query latency.
     pub query_seconds: Histogram,
+    /// Queries admitted to each lane (running or queued), as of the last scrape.
+    pub lane_admitted: Family<LaneLabel, Gauge>,
 }
 
 impl Default for Metrics {
@@ -84,10 +100,14 @@ impl Metrics {
             polls: Family::default(),
             writes: Family::default(),
             follower_writes_dropped: Counter::default(),
-            corrupt_objects: Counter::default(),
+            object_load_failures: Counter::default(),
+            unavailable_sets: Gauge::default(),
+            query_unavailable_data: Counter::default(),
+            queries: Family::default(),
             snapshot_generation: Gauge::default(),
             data_age_seconds: Gauge::default(),
             query_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
+            lane_admitted: Family::default(),
         };
         r.register(
             "costmodel_is_leader",
@@ -130,9 +150,24 @@ impl Metrics {
             m.follower_writes_dropped.clone(),
         );
         r.register(
-            "costmodel_corrupt_objects",
-            "Backup objects skipped because they failed verification",
-            m.corrupt_objects.clone(),
+            "costmodel_object_load_failures",
+            "Failed attempts to load a backup object the manifest names (missing, corrupt, truncated)",
+            m.object_load_failures.clone(),
+        );
+        r.register(
+            "costmodel_unavailable_sets",
+            "Sets the served manifest names that this replica could not load",
+            m.unavailable_sets.clone(),
+        );
+        r.register(
+            "costmodel_query_unavailable_data",
+            "Query responses that covered sets this replica could not load, and said so",
+            m.query_unavailable_data.clone(),
+        );
+        r.register(
+            "costmodel_queries",
+            "API queries by outcome",
+            m.queries.clone(),
         );
         r.register(
             "costmodel_snapshot_generation",
@@ -143,6 +178,11 @@ impl Metrics {
             "costmodel_data_age_seconds",
             "Seconds since the loaded generation was published",
             m.data_age_seconds.clone(),
+        );
+        r.register(
+            "costmodel_query_lane_admitted",
+            "Queries admitted to each lane (running or queued)",
+            m.lane_admitted.clone(),
         );
         r.register(
             "costmodel_query_duration_seconds",

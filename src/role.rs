@@ -1,5 +1,6 @@
-//! The role a replica plays, and the message the elector sends when it changes. Shared by
-//! `election` (which sends it), `storage` and `etl` (which obey it).
+//! The role a replica plays and the messages that travel between the election and the actors
+//! that obey it: `RoleChanged` (elector → storage, poller, ETL writer) and `Fenced` and
+//! `BucketTerm` (storage → elector).
 
 use actix::Message;
 
@@ -42,4 +43,25 @@ impl Role {
 pub struct RoleChanged {
     /// The new role.
     pub role: Role,
+}
+
+/// Sent by storage to the elector when the bucket holds a term higher than the one this replica
+/// leads under: another writer owns the backup, so this replica must stop leading now.
+#[derive(Clone, Debug, Message)]
+#[rtype(result = "()")]
+pub struct Fenced {
+    /// Our term.
+    pub term: u64,
+    /// The higher term found.
+    pub newer_term: u64,
+}
+
+/// Sent by storage to the elector whenever it loads a manifest with a term higher than any seen
+/// before. An election that hands out terms must never hand out one at or below it: a recreated
+/// Lease restarts `leaseTransitions` at 0.
+#[derive(Clone, Copy, Debug, Message)]
+#[rtype(result = "()")]
+pub struct BucketTerm {
+    /// The highest term seen in the bucket so far.
+    pub term: u64,
 }

@@ -6,12 +6,18 @@ mod support;
 use std::sync::Arc;
 
 use chrono::Utc;
-use cost_model::storage::backup::{self, PublishError, Writer};
+use cost_model::storage::backup::{self, Backoff, Loaded, PublishError, Writer};
 use cost_model::storage::filestore::FileStore;
 use cost_model::storage::snapshot::Snapshot;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use tokio_util::sync::CancellationToken;
+
+/// Objects that fail to load are not fetched again for an hour (unless a test says otherwise).
+const BACKOFF: Backoff = Backoff {
+    first: std::time::Duration::from_secs(3600),
+    max: std::time::Duration::from_secs(3600),
+};
 
 /// A writer with Kubecost's default retentions.
 fn writer<'a>(identity: &'a str, term: u64, cancel: &'a CancellationToken) -> Writer<'a> {
@@ -21,6 +27,15 @@ fn writer<'a>(identity: &'a str, term: u64, cancel: &'a CancellationToken) -> Wr
         cancel,
         hourly_retention: chrono::Duration::hours(49),
         daily_retention: chrono::Duration::days(91),
+        backoff: BACKOFF,
+    }
+}
+
+/// The snapshot a load produced; anything else fails the test.
+fn new(loaded: Loaded) -> Snapshot {
+    match loaded {
+        Loaded::New(s) => s,
+        other => panic!("expected a new snapshot, got {other:?}"),
     }
 }
 
@@ -133,15 +148,19 @@ async fn a_corrupt_object_is_reported_and_skipped_never_served() {
             .await
             .unwrap();
 
-        let loaded = backup::load_latest(store.as_ref(), &Snapshot::default())
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(loaded.problems.len(), 1, "{name}");
+        let loaded = new(
+            backup::load_latest(store.as_ref(), &Snapshot::default(), BACKOFF)
+                .await
+                .unwrap(),
+        );
+        assert_eq!(loaded.missing.len(), 1, "{name}");
         assert!(
-            loaded.problems[0].contains("sha256"),
+            matches!(
+                loaded.missing[&victim].problem,
+                cost_model::storage::snapshot::ObjectProblem::Checksum { .. }
+            ),
             "{name}: {:?}",
-            loaded.problems
+            loaded.missing
         );
         assert!(
             !loaded.files.contains_key(&victim),
@@ -164,24 +183,26 @@ async fn a_reader_fetches_only_what_changed_and_skips_unchanged_generations() {
                 .await
                 .unwrap(),
         );
-        let loaded = backup::load_latest(store.as_ref(), &Snapshot::default())
-            .await
-            .unwrap()
-            .unwrap();
+        let loaded = new(
+            backup::load_latest(store.as_ref(), &Snapshot::default(), BACKOFF)
+                .await
+                .unwrap(),
+        );
         assert_eq!(loaded.generation, s1.generation, "{name}");
         assert!(
-            backup::load_latest(store.as_ref(), &loaded)
-                .await
-                .unwrap()
-                .is_none(),
+            matches!(
+                backup::load_latest(store.as_ref(), &loaded, BACKOFF)
+                    .await
+                    .unwrap(),
+                Loaded::Unchanged
+            ),
             "{name}: nothing newer"
         );
         // Identical sets republished reuse every loaded object.
         publish(store.as_ref(), 1, "w", s1).await.unwrap();
-        let again = backup::load_latest(store.as_ref(), &loaded)
+        let again = new(backup::load_latest(store.as_ref(), &loaded, BACKOFF)
             .await
-            .unwrap()
-            .unwrap();
+            .unwrap());
         assert_eq!(again.generation, 2, "{name}");
         for (path, (_, set)) in &again.files {
             let (_, old) = &loaded.files[path];
@@ -248,12 +269,13 @@ async fn entries_that_failed_to_load_stay_in_the_next_manifest() {
             )
             .await
             .unwrap();
-        let loaded = Arc::new(
-            backup::load_latest(store.as_ref(), &Snapshot::default())
-                .await
-                .unwrap()
-                .unwrap(),
-        );
+        let loaded = Arc::new(new(backup::load_latest(
+            store.as_ref(),
+            &Snapshot::default(),
+            BACKOFF,
+        )
+        .await
+        .unwrap()));
         assert!(loaded.missing.contains_key(&victim), "{name}");
 
         let dir = tempfile::tempdir().unwrap();
@@ -313,4 +335,89 @@ async fn seeding_backs_up_the_local_store_into_an_empty_bucket() {
         0,
         "nothing uploaded twice"
     );
+}
+
+#[tokio::test]
+async fn an_object_that_fails_to_load_is_fetched_again_only_after_its_backoff() {
+    use cost_model::storage::faulty::FaultyStore;
+    for (name, store, _dir) in stores() {
+        let s = publish(store.as_ref(), 1, "w", Arc::default())
+            .await
+            .unwrap();
+        let (victim, _) = s
+            .file_entries()
+            .into_iter()
+            .find(|(p, _)| p.contains("/allocations/1d/"))
+            .unwrap();
+        let good = store
+            .get(&Path::from(victim.as_str()))
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        store.delete(&Path::from(victim.as_str())).await.unwrap();
+        let (counted, faults) = FaultyStore::new(store.clone());
+
+        // The first load reports it missing and schedules its retry an hour away.
+        let first = new(backup::load_latest(&counted, &Snapshot::default(), BACKOFF)
+            .await
+            .unwrap());
+        assert_eq!(first.missing[&victim].failures, 1, "{name}");
+        assert_eq!(
+            first.missing[&victim].problem,
+            cost_model::storage::snapshot::ObjectProblem::Missing
+        );
+        // Polls before the retry time neither read the manifest nor fetch the object again.
+        for _ in 0..3 {
+            let reads = faults.reads();
+            let again = backup::load_latest(&counted, &first, BACKOFF)
+                .await
+                .unwrap();
+            assert!(matches!(again, Loaded::Unchanged), "{name}: {again:?}");
+            assert_eq!(faults.reads() - reads, 1, "{name}: one list, no fetch");
+        }
+
+        // Once its retry time has come (here: moved to now), it is fetched again, and failing
+        // again doubles its pause.
+        let due = |s: &Snapshot| {
+            let mut s = s.clone();
+            for m in s.missing.values_mut() {
+                m.retry_at = std::time::Instant::now();
+            }
+            s
+        };
+        let short = Backoff {
+            first: std::time::Duration::from_secs(60),
+            max: std::time::Duration::from_secs(3600),
+        };
+        let reads = faults.reads();
+        let second = new(backup::load_latest(&counted, &due(&first), short)
+            .await
+            .unwrap());
+        assert_eq!(
+            faults.reads() - reads,
+            3,
+            "{name}: list, manifest, and the one object"
+        );
+        let m = &second.missing[&victim];
+        assert_eq!(m.failures, 2, "{name}");
+        let pause = m.retry_at - std::time::Instant::now();
+        assert!(
+            pause > std::time::Duration::from_secs(100)
+                && pause <= std::time::Duration::from_secs(120),
+            "{name}: the second failure waits twice the first pause: {pause:?}"
+        );
+
+        // Once the object is back, the next due retry loads it.
+        store
+            .put(&Path::from(victim.as_str()), PutPayload::from(good))
+            .await
+            .unwrap();
+        let healed = new(backup::load_latest(&counted, &due(&second), short)
+            .await
+            .unwrap());
+        assert!(healed.missing.is_empty(), "{name}");
+        assert!(healed.files.contains_key(&victim), "{name}");
+    }
 }

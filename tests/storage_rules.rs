@@ -33,6 +33,10 @@ async fn publish_elsewhere(
         cancel: &cancel,
         hourly_retention: chrono::Duration::hours(49),
         daily_retention: chrono::Duration::days(91),
+        backoff: cost_model::storage::backup::Backoff {
+            first: std::time::Duration::from_secs(3600),
+            max: std::time::Duration::from_secs(3600),
+        },
     };
     let s = backup::publish(
         bucket.as_ref(),
@@ -123,7 +127,7 @@ async fn follower_write_is_a_counted_noop_touching_neither_disk_nor_bucket() {
         })
         .await
         .unwrap();
-    assert_eq!(outcome, WriteOutcome::Dropped);
+    assert!(matches!(outcome, WriteOutcome::Dropped), "{outcome:?}");
     assert_eq!(f.faults.writes(), 0, "no bucket write");
     assert!(files_under(f.etl_dir.path()).is_empty(), "no disk write");
     let status = f.replica.storage.send(GetStorageStatus).await.unwrap();
@@ -210,10 +214,16 @@ async fn follower_with_nothing_loaded_answers_503_at_once() {
     assert_eq!(resp.headers().get("retry-after").unwrap(), "5");
     let body: serde_json::Value = test::read_body_json(resp).await;
     assert_eq!(body["code"], 503);
-    assert!(body["message"].as_str().unwrap().contains("no cost data"));
+    let reason = body["message"].as_str().unwrap().to_string();
+    assert!(
+        reason.contains("waiting for the first bucket poll"),
+        "{reason}"
+    );
     let ready =
         test::call_service(&svc, test::TestRequest::get().uri("/readyz").to_request()).await;
     assert_eq!(ready.status(), 503);
+    let ready: serde_json::Value = test::read_body_json(ready).await;
+    assert_eq!(ready["message"], reason.as_str(), "one reason everywhere");
     f.faults.release();
 }
 
@@ -268,7 +278,7 @@ async fn promotion_releases_blocked_reads_then_reads_the_bucket_then_enables_wri
         })
         .await
         .unwrap();
-    assert_eq!(early, WriteOutcome::Dropped);
+    assert!(matches!(early, WriteOutcome::Dropped), "{early:?}");
 
     f.faults.release();
     let resume = f
@@ -325,10 +335,10 @@ async fn demotion_turns_writes_off_before_an_in_flight_write_can_publish() {
     .await;
     l.faults.release();
 
-    assert_eq!(
-        write.await.unwrap().unwrap(),
-        WriteOutcome::Dropped,
-        "the in-flight write is abandoned"
+    let abandoned = write.await.unwrap().unwrap();
+    assert!(
+        matches!(abandoned, WriteOutcome::Dropped),
+        "the in-flight write is abandoned: {abandoned:?}"
     );
     assert_eq!(
         backup::latest_generation(bucket.as_ref()).await.unwrap(),
@@ -344,7 +354,7 @@ async fn demotion_turns_writes_off_before_an_in_flight_write_can_publish() {
         })
         .await
         .unwrap();
-    assert_eq!(after, WriteOutcome::Dropped);
+    assert!(matches!(after, WriteOutcome::Dropped), "{after:?}");
 }
 
 #[actix_web::test]

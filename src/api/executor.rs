@@ -1,15 +1,34 @@
-//! The `QueryExecutor`: a pool of threads (`SyncArbiter`) that run queries and encode their JSON
-//! against an immutable snapshot, so heavy queries never occupy the HTTP workers or any actor's
+//! The query executor: two pools of threads (`SyncArbiter`s) that run queries and encode their
+//! JSON against an immutable snapshot, so queries never occupy the HTTP workers or any actor's
 //! mailbox.
+//!
+//! Admission control keeps a cheap query from waiting behind heavy ones: each query's work is
+//! estimated before it runs ([`crate::query::Cost`]), cheap ones go to a lane of their own, and
+//! each lane admits a bounded number of queries at once (running or queued); past that, a query
+//! is refused at once with 503 rather than queued without end. A query stops early when its
+//! client goes away or its deadline passes (the handler cancels its token), and its body may not
+//! grow past `--max-response-bytes`.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
 use actix::prelude::*;
 use chrono::{DateTime, Utc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
 
-use super::json;
-use crate::query::{AllocationQuery, AssetQuery};
+use super::json::{self, Body, TooLarge};
+use crate::model::{SetKind, Window};
+use crate::query::{AllocationQuery, AssetQuery, Cancelled, Cost};
 use crate::storage::Snapshot;
+
+/// Queries estimated above this cost run in the heavy lane by default: about a million rows scanned, or
+/// fifty thousand rows encoded one by one. A 30-day `aggregate=namespace` query on 10,000 pods
+/// (about 570,000 rows, one per pod and day) stays cheap; unaggregated or per-pod queries over
+/// more than a few thousand pods and days are heavy.
+pub const HEAVY_COST: Cost = 1_000_000;
+/// How many cheap queries may be admitted at once (running or queued).
+const LIGHT_ADMITTED: usize = 64;
 
 /// Which body to produce.
 pub enum QueryKind {
@@ -19,41 +38,198 @@ pub enum QueryKind {
     Summary(AllocationQuery),
     /// `/assets`.
     Assets(AssetQuery),
+    /// A query that takes this long unless cancelled (`test-support` builds: a heavy query of
+    /// known length, to test cancellation and admission).
+    #[cfg(feature = "test-support")]
+    Stall(std::time::Duration),
+}
+
+impl QueryKind {
+    /// The windows of sets this query would read that the snapshot's manifest names but this
+    /// replica could not load.
+    pub fn unavailable(&self, snapshot: &Snapshot, now: DateTime<Utc>) -> Vec<Window> {
+        match self {
+            QueryKind::Allocation(q) | QueryKind::Summary(q) => {
+                let (res, _) = q.plan(now);
+                snapshot.unavailable(SetKind::Allocations, res, q.window)
+            }
+            QueryKind::Assets(q) => {
+                let (res, _) = q.plan(now);
+                snapshot.unavailable(SetKind::Assets, res, q.window)
+            }
+            #[cfg(feature = "test-support")]
+            QueryKind::Stall(_) => Vec::new(),
+        }
+    }
+
+    /// The query's estimated work on this snapshot.
+    pub fn cost(&self, snapshot: &Snapshot, now: DateTime<Utc>) -> Cost {
+        match self {
+            QueryKind::Allocation(q) | QueryKind::Summary(q) => q.cost(&snapshot.allocations, now),
+            QueryKind::Assets(q) => q.cost(&snapshot.assets, now),
+            #[cfg(feature = "test-support")]
+            QueryKind::Stall(_) => Cost::MAX,
+        }
+    }
+}
+
+/// Why a query produced no body.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum QueryError {
+    /// Cancelled: the client went away or the deadline passed.
+    #[error("cancelled")]
+    Cancelled,
+    /// The body would exceed the limit.
+    #[error(transparent)]
+    TooLarge(#[from] TooLarge),
+    /// The query panicked: a bug, reported as a 500 rather than taking the replica down.
+    #[error("the query failed: {0}")]
+    Panicked(String),
+}
+
+impl From<Cancelled> for QueryError {
+    fn from(_: Cancelled) -> Self {
+        QueryError::Cancelled
+    }
 }
 
 /// Run a query against `snapshot` as of `now`; answers the encoded JSON body.
 #[derive(Message)]
-#[rtype(result = "Vec<u8>")]
+#[rtype(result = "Result<Vec<u8>, QueryError>")]
 pub struct RunQuery {
+    /// The snapshot to read.
     pub snapshot: Arc<Snapshot>,
+    /// The query.
     pub kind: QueryKind,
+    /// The time the query's relative windows were parsed against.
     pub now: DateTime<Utc>,
+    /// Fired when the client goes away or the deadline passes.
+    pub cancel: CancellationToken,
+    /// The largest body allowed.
+    pub max_bytes: usize,
+    /// Written as the envelope's `warning`.
+    pub warning: Option<String>,
+    /// The lane's admission, released when the query is done.
+    pub permit: OwnedSemaphorePermit,
 }
 
-/// A worker of the pool.
-pub struct QueryExecutor;
+/// A worker thread of a lane.
+pub struct QueryWorker;
 
-impl Actor for QueryExecutor {
+impl Actor for QueryWorker {
     type Context = SyncContext<Self>;
 }
 
-impl Handler<RunQuery> for QueryExecutor {
-    type Result = MessageResult<RunQuery>;
+impl Handler<RunQuery> for QueryWorker {
+    type Result = Result<Vec<u8>, QueryError>;
 
     fn handle(&mut self, msg: RunQuery, _: &mut Self::Context) -> Self::Result {
-        MessageResult(match msg.kind {
-            QueryKind::Allocation(q) => {
-                json::allocation_body(&q.run(&msg.snapshot.allocations, msg.now))
-            }
-            QueryKind::Summary(q) => {
-                json::summary_body(&q.run(&msg.snapshot.allocations, msg.now), q.window)
-            }
-            QueryKind::Assets(q) => json::asset_body(&q.run(&msg.snapshot.assets, msg.now)),
+        if msg.cancel.is_cancelled() {
+            return Err(QueryError::Cancelled);
+        }
+        let result = std::panic::catch_unwind(AssertUnwindSafe(|| execute(&msg)));
+        drop(msg.permit);
+        result.unwrap_or_else(|payload| {
+            let what = payload
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "panic".into());
+            tracing::error!(error = %what, "a query panicked; answered 500");
+            Err(QueryError::Panicked(what))
         })
     }
 }
 
-/// Starts `threads` executors.
-pub fn start(threads: usize) -> Addr<QueryExecutor> {
-    SyncArbiter::start(threads.max(1), || QueryExecutor)
+fn execute(msg: &RunQuery) -> Result<Vec<u8>, QueryError> {
+    let mut body = Body::new(msg.max_bytes);
+    let warning = msg.warning.as_deref();
+    let (snapshot, now, cancel) = (&msg.snapshot, msg.now, &msg.cancel);
+    match &msg.kind {
+        QueryKind::Allocation(q) => {
+            body.open_array()?;
+            q.run_each(&snapshot.allocations, now, cancel, |r| {
+                body.item(&json::AllocationSetJson(&r))
+                    .map_err(QueryError::from)
+            })?;
+            Ok(body.close_array(warning)?)
+        }
+        QueryKind::Summary(q) => {
+            let (_, steps) = q.plan(now);
+            let step = steps.first().map_or(0, |w| w.duration().num_seconds());
+            body.open_summary(step)?;
+            q.run_each(&snapshot.allocations, now, cancel, |r| {
+                body.item(&json::SummarySetJson(&r))
+                    .map_err(QueryError::from)
+            })?;
+            Ok(body.close_summary(q.window, warning)?)
+        }
+        QueryKind::Assets(q) => {
+            body.open_array()?;
+            q.run_each(&snapshot.assets, now, cancel, |r| {
+                body.item(&json::AssetSetJson(&r)).map_err(QueryError::from)
+            })?;
+            Ok(body.close_array(warning)?)
+        }
+        #[cfg(feature = "test-support")]
+        QueryKind::Stall(d) => {
+            let until = std::time::Instant::now() + *d;
+            while std::time::Instant::now() < until {
+                if cancel.is_cancelled() {
+                    return Err(QueryError::Cancelled);
+                }
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            body.open_array()?;
+            Ok(body.close_array(warning)?)
+        }
+    }
+}
+
+/// One lane: its threads and its admission.
+#[derive(Clone)]
+pub struct Lane {
+    /// `light` or `heavy`, for errors and metrics.
+    pub name: &'static str,
+    /// The lane's threads.
+    pub workers: Addr<QueryWorker>,
+    /// Queries admitted at once (running or queued).
+    pub admitted: Arc<Semaphore>,
+    /// The admission limit.
+    pub limit: usize,
+}
+
+/// The two lanes.
+#[derive(Clone)]
+pub struct Executor {
+    /// Cheap queries: one thread of their own.
+    pub light: Lane,
+    /// Heavy queries: `--query-threads` threads.
+    pub heavy: Lane,
+}
+
+impl Executor {
+    /// The lane for a query of this cost: heavy above `heavy_cost`.
+    pub fn lane(&self, cost: Cost, heavy_cost: Cost) -> &Lane {
+        if cost > heavy_cost {
+            &self.heavy
+        } else {
+            &self.light
+        }
+    }
+}
+
+/// Starts both lanes: `heavy_threads` threads for heavy queries admitting `heavy_admitted` at
+/// once, and one thread for cheap ones.
+pub fn start(heavy_threads: usize, heavy_admitted: usize) -> Executor {
+    let lane = |name, threads: usize, limit: usize| Lane {
+        name,
+        workers: SyncArbiter::start(threads.max(1), || QueryWorker),
+        admitted: Arc::new(Semaphore::new(limit.max(1))),
+        limit: limit.max(1),
+    };
+    Executor {
+        light: lane("light", 1, LIGHT_ADMITTED),
+        heavy: lane("heavy", heavy_threads, heavy_admitted),
+    }
 }

@@ -136,8 +136,10 @@ impl Serialize for AllocationSetJson<'_> {
     }
 }
 
-/// The Kubecost envelope around an array of allocation sets.
-pub fn allocation_body(results: &[AllocationResult]) -> Vec<u8> {
+/// The Kubecost envelope around an array of allocation sets, built whole: the reference the
+/// streaming [`Body`] is tested against.
+#[cfg(test)]
+fn allocation_body(results: &[AllocationResult]) -> Vec<u8> {
     let data: Vec<_> = results.iter().map(AllocationSetJson).collect();
     envelope(&data)
 }
@@ -174,7 +176,8 @@ impl Serialize for SummaryJson<'_> {
     }
 }
 
-struct SummarySetJson<'a>(&'a AllocationResult);
+/// One set of the summary shape.
+pub struct SummarySetJson<'a>(pub &'a AllocationResult);
 impl Serialize for SummarySetJson<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         struct Allocs<'a>(&'a [Allocation]);
@@ -194,8 +197,9 @@ impl Serialize for SummarySetJson<'_> {
     }
 }
 
-/// The summary shape: `{"step":..,"sets":[{"allocations":{..},"window":..}],"window":..}`.
-pub fn summary_body(results: &[AllocationResult], window: Window) -> Vec<u8> {
+/// The summary shape, built whole (test reference for [`Body`]).
+#[cfg(test)]
+fn summary_body(results: &[AllocationResult], window: Window) -> Vec<u8> {
     #[derive(Serialize)]
     struct Range<'a> {
         step: i64,
@@ -265,7 +269,8 @@ impl Serialize for AssetJson<'_> {
     }
 }
 
-struct AssetSetJson<'a>(&'a AssetResult);
+/// One asset set: an object keyed by asset key.
+pub struct AssetSetJson<'a>(pub &'a AssetResult);
 impl Serialize for AssetSetJson<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut m = s.serialize_map(Some(self.0.assets.len()))?;
@@ -276,12 +281,14 @@ impl Serialize for AssetSetJson<'_> {
     }
 }
 
-/// Asset sets in the envelope: an array of sets keyed by asset key.
-pub fn asset_body(results: &[AssetResult]) -> Vec<u8> {
+/// Asset sets in the envelope, built whole (test reference for [`Body`]).
+#[cfg(test)]
+fn asset_body(results: &[AssetResult]) -> Vec<u8> {
     let data: Vec<_> = results.iter().map(AssetSetJson).collect();
     envelope(&data)
 }
 
+#[cfg(test)]
 fn envelope<T: Serialize>(data: &T) -> Vec<u8> {
     #[derive(Serialize)]
     struct Envelope<'a, T> {
@@ -295,4 +302,231 @@ fn envelope<T: Serialize>(data: &T) -> Vec<u8> {
         data,
     })
     .expect("response bodies always serialise")
+}
+
+/// The response body would grow past its limit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("the response would exceed {limit} bytes")]
+pub struct TooLarge {
+    /// The limit, in bytes.
+    pub limit: usize,
+}
+
+/// A response body written one set at a time, in the Kubecost envelope, that refuses to grow
+/// past its limit: a query's memory is its limit plus one step's set, whatever it asks for.
+///
+/// `{"code":200,"status":"success","data":[set,set,...]}` (or the summary shape
+/// `{"code":200,"status":"success","data":{"step":S,"sets":[...],"window":W}}`), with a
+/// top-level `"warning"` after `data` when there is something the client must know.
+pub struct Body {
+    buf: Vec<u8>,
+    limit: usize,
+    items: usize,
+}
+
+struct Limited<'a>(&'a mut Body);
+
+impl std::io::Write for Limited<'_> {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        if self.0.buf.len() + data.len() > self.0.limit {
+            return Err(std::io::Error::other(TooLarge {
+                limit: self.0.limit,
+            }));
+        }
+        self.0.buf.extend_from_slice(data);
+        Ok(data.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+const ENVELOPE_HEAD: &str = r#"{"code":200,"status":"success","data":"#;
+
+impl Body {
+    /// An empty body that may grow to `limit` bytes.
+    pub fn new(limit: usize) -> Self {
+        Self {
+            buf: Vec::new(),
+            limit,
+            items: 0,
+        }
+    }
+
+    fn raw(&mut self, text: &str) -> Result<(), TooLarge> {
+        std::io::Write::write_all(&mut Limited(self), text.as_bytes())
+            .map_err(|_| TooLarge { limit: self.limit })
+    }
+
+    fn value(&mut self, v: &impl Serialize) -> Result<(), TooLarge> {
+        let limit = self.limit;
+        serde_json::to_writer(Limited(self), v).map_err(|_| TooLarge { limit })
+    }
+
+    /// Opens the envelope around an array of sets.
+    pub fn open_array(&mut self) -> Result<(), TooLarge> {
+        self.raw(ENVELOPE_HEAD)?;
+        self.raw("[")
+    }
+
+    /// Opens the summary shape, whose sets are `step` seconds long.
+    pub fn open_summary(&mut self, step: i64) -> Result<(), TooLarge> {
+        self.raw(ENVELOPE_HEAD)?;
+        self.raw(r#"{"step":"#)?;
+        self.value(&step)?;
+        self.raw(r#","sets":["#)
+    }
+
+    /// Appends one set.
+    pub fn item(&mut self, v: &impl Serialize) -> Result<(), TooLarge> {
+        if self.items > 0 {
+            self.raw(",")?;
+        }
+        self.items += 1;
+        self.value(v)
+    }
+
+    /// Closes an array opened by [`Body::open_array`].
+    pub fn close_array(mut self, warning: Option<&str>) -> Result<Vec<u8>, TooLarge> {
+        self.raw("]")?;
+        self.close(warning)
+    }
+
+    /// Closes a summary opened by [`Body::open_summary`].
+    pub fn close_summary(
+        mut self,
+        window: Window,
+        warning: Option<&str>,
+    ) -> Result<Vec<u8>, TooLarge> {
+        self.raw(r#"],"window":"#)?;
+        self.value(&window)?;
+        self.raw("}")?;
+        self.close(warning)
+    }
+
+    fn close(mut self, warning: Option<&str>) -> Result<Vec<u8>, TooLarge> {
+        if let Some(w) = warning {
+            self.raw(r#","warning":"#)?;
+            self.value(&w)?;
+        }
+        self.raw("}")?;
+        Ok(self.buf)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::etl::costing;
+    use crate::etl::demo::DemoCluster;
+    use crate::etl::source::DataSource;
+    use crate::model::Resolution;
+    use crate::query::{AllocationQuery, AssetQuery};
+    use chrono::TimeZone;
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    type Sets<T> = BTreeMap<(Resolution, chrono::DateTime<chrono::Utc>), Arc<T>>;
+
+    fn sets() -> (
+        Sets<crate::model::AllocationSet>,
+        Sets<crate::model::AssetSet>,
+        chrono::DateTime<chrono::Utc>,
+    ) {
+        let day = chrono::Utc.with_ymd_and_hms(2026, 11, 20, 0, 0, 0).unwrap();
+        let c = DemoCluster::new(3, 30);
+        let mut allocs = BTreeMap::new();
+        let mut assets = BTreeMap::new();
+        for d in 0..3 {
+            let w = Window::new(
+                day + chrono::Duration::days(d),
+                day + chrono::Duration::days(d + 1),
+            );
+            let (a, s) = costing::price(&c.window(w, w.end).unwrap(), Resolution::Day, "c1");
+            allocs.insert((Resolution::Day, w.start), Arc::new(a));
+            assets.insert((Resolution::Day, w.start), Arc::new(s));
+        }
+        (allocs, assets, day + chrono::Duration::days(5))
+    }
+
+    fn params(q: &str) -> std::collections::HashMap<String, String> {
+        q.split('&')
+            .filter_map(|kv| kv.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn streamed_bodies_are_byte_for_byte_the_whole_bodies() {
+        let (allocs, assets, now) = sets();
+        let window = "window=2026-11-20T00:00:00Z,2026-11-23T00:00:00Z";
+        for q in [
+            "",
+            "&aggregate=namespace",
+            "&aggregate=pod&accumulate=true&shareIdle=true",
+        ] {
+            let q: AllocationQuery =
+                crate::query::parse_allocation_query(&params(&format!("{window}{q}")), now, 100)
+                    .unwrap();
+            let results = q.run(&allocs, now);
+            let mut b = Body::new(usize::MAX);
+            b.open_array().unwrap();
+            for r in &results {
+                b.item(&AllocationSetJson(r)).unwrap();
+            }
+            assert_eq!(b.close_array(None).unwrap(), allocation_body(&results));
+            let mut b = Body::new(usize::MAX);
+            let step = results
+                .first()
+                .map_or(0, |r| r.window.duration().num_seconds());
+            b.open_summary(step).unwrap();
+            for r in &results {
+                b.item(&SummarySetJson(r)).unwrap();
+            }
+            assert_eq!(
+                b.close_summary(q.window, None).unwrap(),
+                summary_body(&results, q.window)
+            );
+        }
+        let q: AssetQuery = crate::query::parse_asset_query(&params(window), now, 100).unwrap();
+        let results = q.run(&assets, now);
+        let mut b = Body::new(usize::MAX);
+        b.open_array().unwrap();
+        for r in &results {
+            b.item(&AssetSetJson(r)).unwrap();
+        }
+        assert_eq!(b.close_array(None).unwrap(), asset_body(&results));
+    }
+
+    #[test]
+    fn a_body_stops_at_its_limit_and_carries_a_warning() {
+        let (allocs, _, now) = sets();
+        let q = crate::query::parse_allocation_query(
+            &params("window=2026-11-20T00:00:00Z,2026-11-23T00:00:00Z"),
+            now,
+            100,
+        )
+        .unwrap();
+        let results = q.run(&allocs, now);
+        let whole = allocation_body(&results);
+        let mut b = Body::new(whole.len() / 2);
+        b.open_array().unwrap();
+        let err = results
+            .iter()
+            .try_for_each(|r| b.item(&AllocationSetJson(r)))
+            .unwrap_err();
+        assert_eq!(
+            err,
+            TooLarge {
+                limit: whole.len() / 2
+            }
+        );
+
+        let mut b = Body::new(1024);
+        b.open_array().unwrap();
+        let body = b.close_array(Some("a \"quoted\" warning")).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["warning"], "a \"quoted\" warning");
+        assert_eq!(v["data"], serde_json::json!([]));
+    }
 }

@@ -1,59 +1,120 @@
 //! The HTTP API: Kubecost's routes under `/model/` and the cost-model container's bare routes,
 //! status JSON, probes, metrics and the status page. Handlers hold actor addresses, never
-//! shared mutable state; a query asks `Storage` for the current snapshot (answered at once) and
-//! hands it to the executor pool.
+//! shared mutable state; a query asks `Storage` for the snapshot it serves (answered at once)
+//! and hands it to the executor's lanes.
 
 mod error;
 pub mod executor;
+pub mod head;
 pub mod json;
+pub mod server;
 
 use std::collections::HashMap;
+use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use actix::Addr;
-use actix_web::{HttpRequest, HttpResponse, web};
-use chrono::Utc;
+use actix_web::{FromRequest, Handler, HttpRequest, HttpResponse, Responder, web};
+use chrono::{SecondsFormat, Utc};
+use tokio_util::sync::CancellationToken;
 
-pub use error::ApiError;
-use executor::{QueryExecutor, QueryKind, RunQuery};
+pub use error::{ApiError, RETRY_AFTER_SECONDS};
+use executor::{Executor, QueryError, QueryKind, RunQuery};
 
 use crate::election::{Elector, GetClaim};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, ResultLabel};
+use crate::model::Window;
 use crate::query;
 use crate::role::Role;
-use crate::storage::{CurrentSnapshot, GetStorageStatus, Snapshot, Storage};
+use crate::storage::{GetStorageStatus, ServingSnapshot, Snapshot, Storage};
+use crate::supervise::Supervisor;
 
 /// The status page, compiled in so the binary serves it from any working directory.
 const STATUS_PAGE: &str = include_str!("../../static/index.html");
+/// How many unavailable windows a warning and its header list by name.
+const LISTED_WINDOWS: usize = 10;
 
 /// Fixed facts about this replica, for status.
 #[derive(Clone, Debug)]
 pub struct ReplicaInfo {
+    /// This replica's identity.
     pub identity: String,
     /// The election backend's name.
     pub election: &'static str,
+    /// The Lease's name.
     pub lease_name: String,
+    /// The Lease's namespace, when configured.
     pub lease_namespace: Option<String>,
+    /// How often a follower polls the bucket.
     pub poll_interval: Duration,
+    /// The `cluster` property of every allocation.
     pub cluster_id: String,
+    /// This build's version.
     pub version: &'static str,
+}
+
+/// What bounds one query.
+#[derive(Clone, Copy, Debug)]
+pub struct QueryLimits {
+    /// The most sets one query may return (`--max-query-steps`).
+    pub max_steps: usize,
+    /// The largest response body (`--max-response-bytes`).
+    pub max_response_bytes: usize,
+    /// How long a query may take (`--query-timeout`).
+    pub timeout: Duration,
+    /// Queries estimated to cost more than this run in the heavy lane.
+    pub heavy_cost: query::Cost,
+}
+
+impl Default for QueryLimits {
+    fn default() -> Self {
+        Self {
+            max_steps: query::DEFAULT_MAX_STEPS,
+            max_response_bytes: 256 * 1024 * 1024,
+            timeout: Duration::from_secs(30),
+            heavy_cost: executor::HEAVY_COST,
+        }
+    }
 }
 
 /// What handlers share: actor addresses and read-only facts.
 #[derive(Clone)]
 pub struct AppState {
+    /// The storage actor.
     pub storage: Addr<Storage>,
+    /// The elector.
     pub elector: Addr<Elector>,
-    pub executor: Addr<QueryExecutor>,
+    /// The query lanes.
+    pub executor: Executor,
+    /// Shared metrics.
     pub metrics: Metrics,
+    /// Fixed facts for status.
     pub info: Arc<ReplicaInfo>,
     /// Set once shutdown begins: readiness goes false first.
     pub shutting_down: Arc<AtomicBool>,
+    /// Knows whether a critical actor has died (liveness).
+    pub supervisor: Supervisor,
+    /// Bounds on every query.
+    pub limits: QueryLimits,
+    /// The other actors, for the debug routes of `test-support` builds.
+    #[cfg(feature = "test-support")]
+    pub debug: DebugActors,
 }
 
-/// Registers every route, under `/model/` and at the root.
+/// Actors only the debug routes of `test-support` builds address.
+#[cfg(feature = "test-support")]
+#[derive(Clone)]
+pub struct DebugActors {
+    /// The poller.
+    pub poller: Addr<crate::storage::BackupPoller>,
+    /// The ETL writer.
+    pub etl: Addr<crate::etl::EtlWriter>,
+}
+
+/// Registers every route, under `/model/` and at the root, each answering GET and HEAD (other
+/// methods get 405 with `Allow`), and a JSON 404 for anything else.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.app_data(web::QueryConfig::default().error_handler(|err, _| {
         let e = ApiError::BadRequest(query::ParamError {
@@ -67,20 +128,80 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .into()
     }));
     for prefix in ["/model", ""] {
-        cfg.route(&format!("{prefix}/allocation"), web::get().to(allocation))
-            .route(
-                &format!("{prefix}/allocation/summary"),
-                web::get().to(allocation_summary),
-            )
-            .route(&format!("{prefix}/assets"), web::get().to(assets))
-            .route(&format!("{prefix}/ha/status"), web::get().to(ha_status))
-            .route(&format!("{prefix}/etl/status"), web::get().to(etl_status))
-            .route(&format!("{prefix}/healthz"), web::get().to(healthz))
-            .route(&format!("{prefix}/readyz"), web::get().to(readyz));
+        get(cfg, &format!("{prefix}/allocation"), allocation);
+        get(
+            cfg,
+            &format!("{prefix}/allocation/summary"),
+            allocation_summary,
+        );
+        get(cfg, &format!("{prefix}/assets"), assets);
+        get(cfg, &format!("{prefix}/ha/status"), ha_status);
+        get(cfg, &format!("{prefix}/etl/status"), etl_status);
+        get(cfg, &format!("{prefix}/healthz"), healthz);
+        get(cfg, &format!("{prefix}/readyz"), readyz);
     }
-    cfg.route("/metrics", web::get().to(metrics))
-        .route("/", web::get().to(status_page))
-        .route("/index.html", web::get().to(status_page));
+    #[cfg(feature = "test-support")]
+    cfg.route("/debug/crash/{actor}", web::post().to(crash))
+        .route("/debug/stall", web::get().to(stall));
+    cfg.route(head::OVERSIZED_PATH, web::to(oversized));
+    get(cfg, "/metrics", metrics);
+    get(cfg, "/", status_page);
+    get(cfg, "/index.html", status_page);
+    cfg.default_service(web::to(not_found));
+}
+
+/// A route answering GET and HEAD with `handler`, and 405 to every other method.
+fn get<F, Args>(cfg: &mut web::ServiceConfig, path: &str, handler: F)
+where
+    F: Handler<Args> + Clone,
+    Args: FromRequest + 'static,
+    F::Output: Responder + 'static,
+{
+    cfg.service(
+        web::resource(path)
+            .route(web::get().to(handler.clone()))
+            .route(web::head().to(handler))
+            .default_service(web::to(method_not_allowed)),
+    );
+}
+
+async fn method_not_allowed(req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    Err(ApiError::MethodNotAllowed {
+        method: req.method().to_string(),
+        allow: "GET, HEAD",
+    })
+}
+
+/// A request whose head was too large, replaced by the head layer ([`head::HeadGuard`]) with a
+/// request for this route: answered 414 or 431 in JSON, and logged at WARN at most once a
+/// minute (a client that sends them in a loop must not flood the log).
+async fn oversized(q: web::Query<HashMap<String, String>>) -> Result<HttpResponse, ApiError> {
+    static LAST_WARN: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(i64::MIN);
+    static SINCE_WARN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let bytes = q.get("bytes").and_then(|b| b.parse().ok()).unwrap_or(0);
+    let error = match q.get("what").map(String::as_str) {
+        Some("head") => ApiError::HeadTooLarge { bytes },
+        _ => ApiError::UriTooLong { bytes },
+    };
+    let now = Utc::now().timestamp();
+    let last = LAST_WARN.load(Ordering::Relaxed);
+    let seen = SINCE_WARN.fetch_add(1, Ordering::Relaxed) + 1;
+    if now.saturating_sub(last) >= 60
+        && LAST_WARN
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    {
+        SINCE_WARN.store(0, Ordering::Relaxed);
+        tracing::warn!(
+            requests = seen,
+            "refused oversized request heads (the last: {error}); logged at most once a minute"
+        );
+    }
+    Err(error)
+}
+
+async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    Err(ApiError::NotFound(req.path().to_string()))
 }
 
 fn data_age(snapshot: &Snapshot) -> Option<f64> {
@@ -89,62 +210,175 @@ fn data_age(snapshot: &Snapshot) -> Option<f64> {
         .map(|u| ((Utc::now() - u).num_milliseconds() as f64 / 1000.0).max(0.0))
 }
 
+fn interval(w: &Window) -> String {
+    format!(
+        "{}/{}",
+        w.start.to_rfc3339_opts(SecondsFormat::Secs, true),
+        w.end.to_rfc3339_opts(SecondsFormat::Secs, true)
+    )
+}
+
+/// The windows listed by name, then how many more.
+fn list_windows(windows: &[Window]) -> String {
+    let mut s = windows
+        .iter()
+        .take(LISTED_WINDOWS)
+        .map(interval)
+        .collect::<Vec<_>>()
+        .join(", ");
+    if windows.len() > LISTED_WINDOWS {
+        let _ = write!(s, " and {} more", windows.len() - LISTED_WINDOWS);
+    }
+    s
+}
+
+/// Runs a query and counts its outcome.
 async fn run(
     state: &AppState,
     kind: QueryKind,
     now: chrono::DateTime<Utc>,
-    started: Instant,
 ) -> Result<HttpResponse, ApiError> {
-    let snapshot = state.storage.send(CurrentSnapshot).await?;
-    if !snapshot.is_loaded() {
-        return Err(ApiError::NotReady);
-    }
-    let age = data_age(&snapshot);
-    let body = state
-        .executor
-        .send(RunQuery {
-            snapshot,
-            kind,
-            now,
-        })
-        .await?;
+    let started = Instant::now();
+    let result = execute(state, kind, now).await;
+    let label = match &result {
+        Ok(_) => "ok",
+        Err(e) => e.label(),
+    };
+    state
+        .metrics
+        .queries
+        .get_or_create(&ResultLabel::of(label))
+        .inc();
     state
         .metrics
         .query_seconds
         .observe(started.elapsed().as_secs_f64());
+    result
+}
+
+async fn execute(
+    state: &AppState,
+    kind: QueryKind,
+    now: chrono::DateTime<Utc>,
+) -> Result<HttpResponse, ApiError> {
+    let snapshot = state
+        .storage
+        .send(ServingSnapshot)
+        .await?
+        .map_err(ApiError::NotReady)?;
+    let age = data_age(&snapshot);
+    // Data the manifest names but this replica could not load is never answered as zero: the
+    // response says which windows it lacks.
+    let unavailable = kind.unavailable(&snapshot, now);
+    let warning = (!unavailable.is_empty()).then(|| {
+        state.metrics.query_unavailable_data.inc();
+        format!(
+            "cost data for {} set(s) in this window exists in the backup but could not be loaded by this replica, so it is missing from this answer (not zero): {}; see /model/etl/status",
+            unavailable.len(),
+            list_windows(&unavailable)
+        )
+    });
+    let lane = state
+        .executor
+        .lane(kind.cost(&snapshot, now), state.limits.heavy_cost);
+    let permit = lane
+        .admitted
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| ApiError::Overloaded {
+            lane: lane.name,
+            limit: lane.limit,
+        })?;
+    // Dropping this handler's future (the client went away) cancels the query's work.
+    let mut in_flight = InFlight {
+        cancel: CancellationToken::new(),
+        metrics: &state.metrics,
+        answered: false,
+    };
+    let cancel = in_flight.cancel.clone();
+    let limits = state.limits;
+    let sent = lane.workers.send(RunQuery {
+        snapshot,
+        kind,
+        now,
+        cancel: cancel.clone(),
+        max_bytes: limits.max_response_bytes,
+        warning,
+        permit,
+    });
+    let answer = tokio::time::timeout(limits.timeout, sent).await;
+    in_flight.answered = true;
+    let body = match answer {
+        Err(_) => {
+            cancel.cancel();
+            return Err(ApiError::Timeout {
+                limit: limits.timeout,
+            });
+        }
+        Ok(answer) => answer?.map_err(|e| match e {
+            QueryError::TooLarge(t) => ApiError::TooLarge { limit: t.limit },
+            QueryError::Cancelled => ApiError::Timeout {
+                limit: limits.timeout,
+            },
+            QueryError::Panicked(m) => ApiError::Internal(m),
+        })?,
+    };
     let mut resp = HttpResponse::Ok();
     resp.content_type("application/json");
     if let Some(age) = age {
         resp.insert_header(("X-Data-Age-Seconds", format!("{age:.0}")));
     }
+    if !unavailable.is_empty() {
+        resp.insert_header(("X-Data-Unavailable", list_windows(&unavailable)));
+    }
     Ok(resp.body(body))
+}
+
+/// A query being answered: if its handler is dropped before the answer (the client went away),
+/// the query's work is cancelled and counted as `cancelled`.
+struct InFlight<'a> {
+    cancel: CancellationToken,
+    metrics: &'a Metrics,
+    answered: bool,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if !self.answered {
+            self.cancel.cancel();
+            self.metrics
+                .queries
+                .get_or_create(&ResultLabel::of("cancelled"))
+                .inc();
+        }
+    }
 }
 
 async fn allocation(
     state: web::Data<AppState>,
     q: web::Query<HashMap<String, String>>,
 ) -> Result<HttpResponse, ApiError> {
-    let (started, now) = (Instant::now(), Utc::now());
-    let query = query::parse_allocation_query(&q, now)?;
-    run(&state, QueryKind::Allocation(query), now, started).await
+    let now = Utc::now();
+    let query = query::parse_allocation_query(&q, now, state.limits.max_steps)?;
+    run(&state, QueryKind::Allocation(query), now).await
 }
 
 async fn allocation_summary(
     state: web::Data<AppState>,
     q: web::Query<HashMap<String, String>>,
 ) -> Result<HttpResponse, ApiError> {
-    let (started, now) = (Instant::now(), Utc::now());
-    let query = query::parse_allocation_query(&q, now)?;
-    run(&state, QueryKind::Summary(query), now, started).await
+    let now = Utc::now();
+    let query = query::parse_allocation_query(&q, now, state.limits.max_steps)?;
+    run(&state, QueryKind::Summary(query), now).await
 }
 
 async fn assets(
     state: web::Data<AppState>,
     q: web::Query<HashMap<String, String>>,
 ) -> Result<HttpResponse, ApiError> {
-    let (started, now) = (Instant::now(), Utc::now());
-    let query = query::parse_asset_query(&q, now)?;
-    run(&state, QueryKind::Assets(query), now, started).await
+    let now = Utc::now();
+    let query = query::parse_asset_query(&q, now, state.limits.max_steps)?;
+    run(&state, QueryKind::Assets(query), now).await
 }
 
 /// The JSON of `/model/ha/status`.
@@ -170,30 +404,49 @@ pub async fn ha_status_json(state: &AppState) -> Result<serde_json::Value, ApiEr
             "renewTime": l.renew_time, "transitions": l.transitions,
         })
     });
+    let not_ready = readiness(state, st.not_ready.clone());
     Ok(serde_json::json!({
         "identity": info.identity,
         "role": role,
         "leader": claim.leader,
         "term": claim.role.term(),
         "writesEnabled": st.writes_enabled,
+        "ready": not_ready.is_none(),
+        "notReadyReason": not_ready.map(|e| e.to_string()),
         "election": info.election,
         "lease": lease,
-        "electionError": claim.error,
+        "electionError": claim.error.map(|e| e.to_string()),
         "lastPoll": st.last_poll,
-        "lastPollError": st.last_poll_error,
+        "lastPollError": st.last_poll_error.map(|e| e.to_string()),
+        "bucketEmpty": st.bucket_empty,
         "pollIntervalSeconds": info.poll_interval.as_secs(),
         "lastWrite": st.last_write,
-        "lastWriteError": st.last_write_error,
+        "lastWriteError": st.last_write_error.map(|e| e.to_string()),
+        "promotionError": st.promotion_error.map(|e| e.to_string()),
+        "etlDirError": st.etl_dir_error,
         "snapshotGeneration": st.snapshot_generation,
         "snapshotTerm": st.snapshot_term,
         "snapshotWriter": st.snapshot_writer,
         "snapshotUpdated": st.snapshot_updated,
+        "localGeneration": st.local_generation,
+        "unavailableSets": st.missing.len(),
         "dataAgeSeconds": age,
         "followerWritesDropped": st.follower_writes_dropped,
         "bucket": st.bucket,
         "clusterId": info.cluster_id,
         "version": info.version,
     }))
+}
+
+/// Why this replica is not ready, storage's reason aside: shutdown, or a dead actor.
+fn readiness(state: &AppState, storage_reason: Option<String>) -> Option<ApiError> {
+    if state.shutting_down.load(Ordering::SeqCst) {
+        return Some(ApiError::ShuttingDown);
+    }
+    if let Some(f) = state.supervisor.failure() {
+        return Some(ApiError::Dead(f));
+    }
+    storage_reason.map(ApiError::NotReady)
 }
 
 async fn ha_status(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
@@ -212,45 +465,83 @@ async fn etl_status(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
             "lastBuild": st.last_write,
             "lastBackup": st.last_write.or(st.snapshot_updated),
             "lastPoll": st.last_poll,
-            "problems": st.problems,
+            "problems": st.missing,
             "etlDir": st.etl_dir,
             "bucket": st.bucket,
         }
     })))
 }
 
-async fn healthz() -> HttpResponse {
-    HttpResponse::Ok().finish()
+/// Liveness: every critical actor is alive.
+async fn healthz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    match state.supervisor.failure() {
+        Some(f) => Err(ApiError::Dead(f)),
+        None => Ok(HttpResponse::Ok().json(serde_json::json!({"code":200,"status":"alive"}))),
+    }
 }
 
+/// Readiness: this replica can answer queries now.
 async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    if state.shutting_down.load(Ordering::SeqCst) {
-        return Ok(HttpResponse::ServiceUnavailable()
-            .json(serde_json::json!({"code":503,"message":"shutting down"})));
+    if let Some(e) = readiness(&state, None) {
+        return Err(e);
     }
-    let snapshot = state.storage.send(CurrentSnapshot).await?;
-    let claim = state.elector.send(GetClaim).await?;
-    if snapshot.is_loaded() || matches!(claim.role, Role::Leader { .. }) {
-        Ok(HttpResponse::Ok().json(serde_json::json!({"code":200,"status":"ready"})))
-    } else {
-        Ok(HttpResponse::ServiceUnavailable()
-            .insert_header(("Retry-After", error::RETRY_AFTER_SECONDS.to_string()))
-            .json(serde_json::json!({"code":503,"message":"no snapshot loaded yet"})))
+    let serving = state.storage.send(ServingSnapshot).await?;
+    match serving {
+        Ok(_) => Ok(HttpResponse::Ok().json(serde_json::json!({"code":200,"status":"ready"}))),
+        Err(reason) => Err(ApiError::NotReady(reason)),
     }
 }
 
 async fn metrics(state: web::Data<AppState>) -> HttpResponse {
-    if let Ok(s) = state.storage.send(CurrentSnapshot).await
+    if let Ok(s) = state.storage.send(crate::storage::CurrentSnapshot).await
         && let Some(age) = data_age(&s)
     {
         state.metrics.data_age_seconds.set(age);
+    }
+    for lane in [&state.executor.light, &state.executor.heavy] {
+        let admitted = lane.limit - lane.admitted.available_permits().min(lane.limit);
+        state
+            .metrics
+            .lane_admitted
+            .get_or_create(&crate::metrics::LaneLabel {
+                lane: lane.name.to_string(),
+            })
+            .set(admitted as i64);
     }
     HttpResponse::Ok()
         .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
         .body(state.metrics.encode())
 }
 
-async fn status_page(_: HttpRequest) -> HttpResponse {
+/// A heavy query that runs for `seconds` unless cancelled (`test-support` builds only).
+#[cfg(feature = "test-support")]
+async fn stall(
+    state: web::Data<AppState>,
+    q: web::Query<HashMap<String, String>>,
+) -> Result<HttpResponse, ApiError> {
+    let seconds = q.get("seconds").and_then(|s| s.parse().ok()).unwrap_or(60);
+    let kind = QueryKind::Stall(Duration::from_secs(seconds));
+    run(&state, kind, Utc::now()).await
+}
+
+/// Makes a critical actor panic (`test-support` builds only): what a bug would do.
+#[cfg(feature = "test-support")]
+async fn crash(
+    state: web::Data<AppState>,
+    actor: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    use crate::supervise::Crash;
+    match actor.as_str() {
+        "storage" => state.storage.do_send(Crash),
+        "poller" => state.debug.poller.do_send(Crash),
+        "etl" => state.debug.etl.do_send(Crash),
+        "election" => state.elector.do_send(Crash),
+        other => return Err(ApiError::NotFound(format!("/debug/crash/{other}"))),
+    }
+    Ok(HttpResponse::Accepted().finish())
+}
+
+async fn status_page() -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/html; charset=utf-8")
         .body(STATUS_PAGE)

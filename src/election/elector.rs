@@ -1,5 +1,7 @@
 //! The `Elector` actor: runs one backend's campaign and turns its claims into `RoleChanged`
-//! messages. It owns the identity and the lease; nothing else talks to the election.
+//! messages for its subscribers. It is the only way in or out of the election: the campaign
+//! hears from the rest of the replica only through the elector (`Fenced`, `BucketTerm`,
+//! `Shutdown`), and the rest hears from the campaign only through `RoleChanged` and `GetClaim`.
 
 use std::sync::Arc;
 
@@ -9,8 +11,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Campaign, Claim, ElectionBackend};
 use crate::metrics::{Metrics, NameLabel};
-use crate::role::{Role, RoleChanged};
-use crate::storage::Fenced;
+use crate::role::{BucketTerm, Fenced, Role, RoleChanged};
+use crate::supervise::Lifeline;
 
 /// Asks for the current [`Claim`].
 #[derive(Message)]
@@ -36,7 +38,10 @@ pub struct Elector {
     done: Option<oneshot::Receiver<()>>,
     metrics: Metrics,
     lease_name: String,
-    term_floor: Arc<std::sync::atomic::AtomicU64>,
+    /// The highest term storage has seen in the bucket, for the campaign.
+    term_floor: watch::Sender<u64>,
+    /// Reports the elector's death (or the campaign's) as a critical failure.
+    lifeline: Lifeline,
 }
 
 impl Elector {
@@ -46,7 +51,7 @@ impl Elector {
         subscribers: Vec<Recipient<RoleChanged>>,
         metrics: Metrics,
         lease_name: &str,
-        term_floor: Arc<std::sync::atomic::AtomicU64>,
+        lifeline: Lifeline,
     ) -> Self {
         Self {
             backend: Some(backend),
@@ -58,7 +63,8 @@ impl Elector {
             done: None,
             metrics,
             lease_name: lease_name.to_string(),
-            term_floor,
+            term_floor: watch::channel(0).0,
+            lifeline,
         }
     }
 }
@@ -74,7 +80,7 @@ impl Actor for Elector {
             claims,
             shutdown: self.shutdown.clone(),
             step_down: self.step_down.clone(),
-            term_floor: self.term_floor.clone(),
+            term_floor: self.term_floor.subscribe(),
         };
         let (done_tx, done_rx) = oneshot::channel();
         self.done = Some(done_rx);
@@ -123,8 +129,14 @@ impl StreamHandler<Claim> for Elector {
         self.claim = claim;
     }
 
-    fn finished(&mut self, _: &mut Self::Context) {
-        // The campaign ended (shutdown): nothing more will change.
+    fn finished(&mut self, ctx: &mut Self::Context) {
+        // The campaign ends on shutdown; any other end (a panic on its thread) leaves the
+        // replica with a role nobody maintains: a leader that no longer renews, or a follower
+        // that can never lead. That is a critical failure.
+        if !self.shutdown.is_cancelled() {
+            self.lifeline.fail("the election campaign ended on its own");
+            ctx.stop();
+        }
     }
 }
 
@@ -133,6 +145,18 @@ impl Handler<GetClaim> for Elector {
 
     fn handle(&mut self, _: GetClaim, _: &mut Self::Context) -> Self::Result {
         MessageResult(self.claim.clone())
+    }
+}
+
+impl Handler<BucketTerm> for Elector {
+    type Result = ();
+
+    fn handle(&mut self, msg: BucketTerm, _: &mut Self::Context) {
+        self.term_floor.send_if_modified(|floor| {
+            let higher = msg.term > *floor;
+            *floor = (*floor).max(msg.term);
+            higher
+        });
     }
 }
 
@@ -160,5 +184,14 @@ impl Handler<Shutdown> for Elector {
                 let _ = done.await;
             }
         })
+    }
+}
+
+#[cfg(feature = "test-support")]
+impl Handler<crate::supervise::Crash> for Elector {
+    type Result = ();
+
+    fn handle(&mut self, _: crate::supervise::Crash, _: &mut Self::Context) {
+        panic!("crash requested by a test");
     }
 }

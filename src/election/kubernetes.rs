@@ -20,7 +20,6 @@
 
 use std::future::Future;
 use std::hash::{BuildHasher, Hasher};
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use futures::FutureExt;
@@ -30,8 +29,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use kube::api::{Api, PostParams};
 use tokio::time::Instant;
 
-use super::{Campaign, Claim, ElectionBackend, LeaseInfo};
-use crate::config::Config;
+use super::{Campaign, Claim, ElectionBackend, ElectionError, LeaseInfo};
 use crate::role::Role;
 
 /// How many times a release is retried after a conflict (an in-flight renew can land after we
@@ -44,23 +42,55 @@ const RELEASE_PAUSE: Duration = Duration::from_millis(200);
 /// jitter keeps a released lease's hand-off close to one retry period.)
 const CANDIDATE_JITTER: f64 = 0.1;
 
-/// Builds the Lease backend from the configuration: loads the Kubernetes client configuration
-/// (`KUBECONFIG`, else in-cluster) and the namespace.
-pub async fn backend(cfg: &Config, identity: &str) -> anyhow::Result<Box<dyn ElectionBackend>> {
-    let mut kube_config = kube::Config::infer().await.map_err(|e| {
-        let source = match std::env::var_os("KUBECONFIG") {
-            Some(p) => format!("KUBECONFIG={}", p.to_string_lossy()),
-            None => "KUBECONFIG unset, ~/.kube/config or the in-cluster service account".into(),
-        };
-        anyhow::anyhow!(
-            "--election kubernetes: cannot load the kubeconfig ({source}): {}",
-            one_line(&e)
-        )
-    })?;
+/// What the Lease backend needs: the Lease, this replica's identity and client-go's timings.
+#[derive(Clone, Debug)]
+pub struct KubernetesSettings {
+    /// This replica's identity, written as `holderIdentity`.
+    pub identity: String,
+    /// The Lease's name.
+    pub lease_name: String,
+    /// Its namespace; `None` takes the kubeconfig's or the service account's.
+    pub namespace: Option<String>,
+    /// client-go's LeaseDuration.
+    pub lease_duration: Duration,
+    /// client-go's RenewDeadline.
+    pub renew_deadline: Duration,
+    /// client-go's RetryPeriod.
+    pub retry_period: Duration,
+}
+
+/// Why the Lease backend could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    /// No usable kubeconfig or in-cluster service account.
+    #[error("--election kubernetes: cannot load the kubeconfig ({looked_in}): {reason}")]
+    Kubeconfig {
+        /// Where the configuration was looked for.
+        looked_in: String,
+        /// Why it could not be loaded.
+        reason: String,
+    },
+    /// The configuration loads but the client cannot use it.
+    #[error("--election kubernetes: the kubeconfig cannot be used: {0}")]
+    Client(String),
+}
+
+/// Builds the Lease backend: loads the Kubernetes client configuration (`KUBECONFIG`, else
+/// in-cluster) and the namespace.
+pub async fn backend(settings: KubernetesSettings) -> Result<Box<dyn ElectionBackend>, SetupError> {
+    let mut kube_config = kube::Config::infer()
+        .await
+        .map_err(|e| SetupError::Kubeconfig {
+            looked_in: match std::env::var_os("KUBECONFIG") {
+                Some(p) => format!("KUBECONFIG={}", p.to_string_lossy()),
+                None => "KUBECONFIG unset, ~/.kube/config or the in-cluster service account".into(),
+            },
+            reason: one_line(&e),
+        })?;
     // client-go bounds each request by half the renew deadline, so one hung request cannot use
     // up the whole deadline; resetting the read timer on write makes it count from the request,
     // not from when a pooled connection went idle.
-    let request_timeout = cfg.renew_deadline / 2;
+    let request_timeout = settings.renew_deadline / 2;
     kube_config.connect_timeout = Some(
         kube_config
             .connect_timeout
@@ -73,31 +103,27 @@ pub async fn backend(cfg: &Config, identity: &str) -> anyhow::Result<Box<dyn Ele
     // the deadlines.
     kube_config.default_retry = false;
     // Fail at start on a configuration the client cannot use (bad certificates, proxy, ...).
-    kube::Client::try_from(kube_config.clone()).map_err(|e| {
-        anyhow::anyhow!(
-            "--election kubernetes: the kubeconfig cannot be used: {}",
-            one_line(&e)
-        )
-    })?;
-    let namespace = cfg
-        .lease_namespace
+    kube::Client::try_from(kube_config.clone()).map_err(|e| SetupError::Client(one_line(&e)))?;
+    let namespace = settings
+        .namespace
         .clone()
         .filter(|n| !n.is_empty())
         .unwrap_or_else(|| kube_config.default_namespace.clone());
     tracing::info!(
-        lease = %cfg.lease_name, %namespace, identity, server = %kube_config.cluster_url,
-        lease_duration = ?cfg.lease_duration, renew_deadline = ?cfg.renew_deadline,
-        retry_period = ?cfg.retry_period, "kubernetes election configured"
+        lease = %settings.lease_name, %namespace, identity = %settings.identity,
+        server = %kube_config.cluster_url, lease_duration = ?settings.lease_duration,
+        renew_deadline = ?settings.renew_deadline, retry_period = ?settings.retry_period,
+        "kubernetes election configured"
     );
     Ok(Box::new(KubernetesElection {
         kube_config,
-        name: cfg.lease_name.clone(),
+        name: settings.lease_name,
         namespace,
-        identity: identity.to_string(),
+        identity: settings.identity,
         timings: Timings {
-            lease_duration: cfg.lease_duration,
-            renew_deadline: cfg.renew_deadline,
-            retry_period: cfg.retry_period,
+            lease_duration: settings.lease_duration,
+            renew_deadline: settings.renew_deadline,
+            retry_period: settings.retry_period,
         },
         request_timeout,
     }))
@@ -165,27 +191,6 @@ impl ElectionBackend for KubernetesElection {
     }
 }
 
-/// Why a request about the Lease failed.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum LeaseError {
-    /// RBAC denies this replica a verb it needs; it will never lead until that is fixed.
-    #[error(
-        "forbidden: the replica's identity lacks get/create/update on leases in namespace {namespace} ({message})"
-    )]
-    Forbidden {
-        /// The Lease's namespace.
-        namespace: String,
-        /// The apiserver's message.
-        message: String,
-    },
-    /// No answer: connection refused or reset, TLS failure, or a timeout.
-    #[error("apiserver unreachable: {0}")]
-    Unreachable(String),
-    /// The apiserver answered with an error other than a conflict.
-    #[error("apiserver error: {0}")]
-    Api(String),
-}
-
 /// What one attempt to acquire or renew found.
 enum Attempt {
     /// We hold the lease: the write that created, acquired or renewed it was sent at `sent`.
@@ -193,7 +198,7 @@ enum Attempt {
     /// Someone else holds it, won a race for it, or we may not take it now.
     Following,
     /// The apiserver could not be asked.
-    Failed(LeaseError),
+    Failed(ElectionError),
 }
 
 /// What interrupted a wait or a request.
@@ -229,13 +234,13 @@ struct Campaigner {
     leading: Option<Leading>,
     /// No acquisition before this (set when storage fenced us).
     cooldown_until: Option<Instant>,
-    error: Option<LeaseError>,
+    error: Option<ElectionError>,
 }
 
 impl Campaigner {
-    fn new(backend: KubernetesElection) -> Result<Self, LeaseError> {
+    fn new(backend: KubernetesElection) -> Result<Self, ElectionError> {
         let client = kube::Client::try_from(backend.kube_config)
-            .map_err(|e| LeaseError::Api(one_line(&e)))?;
+            .map_err(|e| ElectionError::Client(one_line(&e)))?;
         Ok(Self {
             api: Api::namespaced(client, &backend.namespace),
             name: backend.name,
@@ -254,7 +259,7 @@ impl Campaigner {
     async fn run(mut self, c: Campaign) {
         publish(&c, self.claim());
         loop {
-            let floor = c.term_floor.load(Ordering::SeqCst);
+            let floor = *c.term_floor.borrow();
             if self.cooldown_until.is_some_and(|t| Instant::now() >= t) {
                 self.cooldown_until = None;
             }
@@ -363,7 +368,7 @@ impl Campaigner {
         // Slow path.
         let got = match self.call(self.api.get_opt(&self.name)).await {
             Ok(Ok(got)) => got,
-            Ok(Err(e)) => return Attempt::Failed(LeaseError::Api(e.to_string())),
+            Ok(Err(e)) => return Attempt::Failed(ElectionError::Api(e.to_string())),
             Err(e) => return Attempt::Failed(e),
         };
         let read_at = Instant::now();
@@ -473,25 +478,25 @@ impl Campaigner {
     async fn call<T>(
         &self,
         request: impl Future<Output = kube::Result<T>>,
-    ) -> Result<Result<T, kube::core::Status>, LeaseError> {
+    ) -> Result<Result<T, kube::core::Status>, ElectionError> {
         match tokio::time::timeout(self.request_timeout, request).await {
-            Err(_) => Err(LeaseError::Unreachable(format!(
+            Err(_) => Err(ElectionError::Unreachable(format!(
                 "no answer within {:?}",
                 self.request_timeout
             ))),
             Ok(Ok(v)) => Ok(Ok(v)),
             Ok(Err(kube::Error::Api(status))) if status.code == 409 => Ok(Err(*status)),
             Ok(Err(kube::Error::Api(status))) if status.is_forbidden() => {
-                Err(LeaseError::Forbidden {
+                Err(ElectionError::Forbidden {
                     namespace: self.namespace.clone(),
                     message: status.message.clone(),
                 })
             }
-            Ok(Err(kube::Error::Api(status))) => Err(LeaseError::Api(format!(
+            Ok(Err(kube::Error::Api(status))) => Err(ElectionError::Api(format!(
                 "{} {}: {}",
                 status.code, status.reason, status.message
             ))),
-            Ok(Err(e)) => Err(LeaseError::Unreachable(one_line(&e))),
+            Ok(Err(e)) => Err(ElectionError::Unreachable(one_line(&e))),
         }
     }
 
@@ -539,20 +544,27 @@ impl Campaigner {
         }
     }
 
-    /// Logs an error when it changes, not on every retry.
-    fn set_error(&mut self, error: Option<LeaseError>) {
-        if self.error == error {
+    /// Logs an error when its kind changes (unreachable, forbidden, ...), not on every retry:
+    /// the message of an unreachable apiserver varies from one attempt to the next.
+    fn set_error(&mut self, error: Option<ElectionError>) {
+        let same_kind = match (&self.error, &error) {
+            (Some(a), Some(b)) => a.label() == b.label(),
+            (None, None) => true,
+            _ => false,
+        };
+        if same_kind {
             if let Some(e) = &error {
                 tracing::debug!(error = %e, "election: still failing");
             }
+            self.error = error;
             return;
         }
         match &error {
-            Some(e @ LeaseError::Forbidden { .. }) => {
+            Some(e @ ElectionError::Forbidden { .. }) => {
                 tracing::error!(error = %e, "election: cannot campaign (missing RBAC); never leading until fixed")
             }
             Some(e) => {
-                tracing::warn!(error = %e, "election: lease request failed; retrying every retry period")
+                tracing::warn!(error = %e, "election: lease request failed; retrying every retry period, logged again only when the failure changes")
             }
             None => tracing::info!("election: the apiserver answers again"),
         }
@@ -622,11 +634,11 @@ impl Campaigner {
     }
 
     /// `Ok(true)` when released or nothing to release, `Ok(false)` on a conflict.
-    async fn try_release(&mut self) -> Result<bool, LeaseError> {
+    async fn try_release(&mut self) -> Result<bool, ElectionError> {
         let Some(mut lease) = self
             .call(self.api.get_opt(&self.name))
             .await?
-            .map_err(|s| LeaseError::Api(s.message))?
+            .map_err(|s| ElectionError::Api(s.message))?
         else {
             return Ok(true);
         };
@@ -681,7 +693,7 @@ impl Campaigner {
 
     fn claim(&self) -> Claim {
         let lease = self.lease_info();
-        let error = self.error.as_ref().map(ToString::to_string);
+        let error = self.error.clone();
         match self.leading {
             Some(l) => Claim {
                 role: Role::Leader { term: l.term },
@@ -704,7 +716,7 @@ impl Campaigner {
 fn follower_claim(
     leader: Option<String>,
     lease: Option<LeaseInfo>,
-    error: Option<LeaseError>,
+    error: Option<ElectionError>,
 ) -> Claim {
     Claim {
         role: Role::Follower {
@@ -712,7 +724,7 @@ fn follower_claim(
         },
         leader,
         lease,
-        error: error.map(|e| e.to_string()),
+        error,
     }
 }
 

@@ -24,25 +24,83 @@ use crate::role::Role;
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct LeaseInfo {
+    /// The Lease's name.
     pub name: String,
+    /// Its namespace.
     pub namespace: String,
+    /// `holderIdentity`, `None` when empty.
     pub holder: Option<String>,
+    /// `leaseDurationSeconds`.
     pub duration_seconds: u64,
+    /// `acquireTime`.
     pub acquire_time: Option<chrono::DateTime<chrono::Utc>>,
+    /// `renewTime`.
     pub renew_time: Option<chrono::DateTime<chrono::Utc>>,
+    /// `leaseTransitions`.
     pub transitions: u64,
+}
+
+/// Why this replica cannot campaign, or why its claim is what it is.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ElectionError {
+    /// RBAC denies this replica a verb it needs; it will never lead until that is fixed.
+    #[error(
+        "forbidden: the replica's identity lacks get/create/update on leases in namespace {namespace} ({message})"
+    )]
+    Forbidden {
+        /// The Lease's namespace.
+        namespace: String,
+        /// The apiserver's message.
+        message: String,
+    },
+    /// No answer: connection refused or reset, TLS failure, or a timeout.
+    #[error("apiserver unreachable: {0}")]
+    Unreachable(String),
+    /// The apiserver answered with an error other than a conflict.
+    #[error("apiserver error: {0}")]
+    Api(String),
+    /// The Kubernetes client could not be built from the configuration.
+    #[error("kubernetes client: {0}")]
+    Client(String),
+    /// Storage found a writer with a higher term in the bucket.
+    #[error("fenced: the bucket has a writer with term {newer_term}, above ours ({term})")]
+    Fenced {
+        /// Our term.
+        term: u64,
+        /// The bucket's term.
+        newer_term: u64,
+    },
+}
+
+impl ElectionError {
+    /// Whether trying again can succeed without anyone changing the configuration.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, ElectionError::Unreachable(_) | ElectionError::Api(_))
+    }
+
+    /// A short, fixed name for metrics and for deciding whether the failure changed.
+    pub fn label(&self) -> &'static str {
+        match self {
+            ElectionError::Forbidden { .. } => "forbidden",
+            ElectionError::Unreachable(_) => "unreachable",
+            ElectionError::Api(_) => "api",
+            ElectionError::Client(_) => "client",
+            ElectionError::Fenced { .. } => "fenced",
+        }
+    }
 }
 
 /// The current claim: this replica's role, who leads, and the lease behind it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Claim {
+    /// This replica's role.
     pub role: Role,
     /// The leader's identity when known (ours when leading).
     pub leader: Option<String>,
     /// The lease as last observed (`None` without a lease: standalone, follower, manual).
     pub lease: Option<LeaseInfo>,
     /// A reason the backend cannot campaign (bad RBAC, unreachable apiserver), for status.
-    pub error: Option<String>,
+    pub error: Option<ElectionError>,
 }
 
 impl Claim {
@@ -65,9 +123,9 @@ pub struct Campaign {
     pub shutdown: CancellationToken,
     /// Notified when storage found a higher term: stop leading now.
     pub step_down: std::sync::Arc<Notify>,
-    /// The highest term storage has seen in the bucket. A backend that hands out terms must
-    /// never hand out one below it (a recreated Lease restarts `leaseTransitions` at 0).
-    pub term_floor: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// The highest term storage has seen in the bucket (from [`crate::role::BucketTerm`]). A
+    /// backend that hands out terms must never hand out one at or below it.
+    pub term_floor: watch::Receiver<u64>,
 }
 
 /// An election backend.

@@ -4,7 +4,7 @@
 use futures::FutureExt;
 use futures::future::BoxFuture;
 
-use super::{Campaign, Claim, ElectionBackend};
+use super::{Campaign, Claim, ElectionBackend, ElectionError};
 use crate::role::Role;
 
 /// Always the leader, with term 0: a single install. The leader code path, with an election that
@@ -36,7 +36,10 @@ impl ElectionBackend for StandaloneElection {
                         role: Role::Follower { leader: None },
                         leader: None,
                         lease: None,
-                        error: Some("fenced: the bucket has a writer with a higher term".into()),
+                        error: Some(ElectionError::Fenced {
+                            term: 0,
+                            newer_term: *c.term_floor.borrow(),
+                        }),
                     });
                     c.shutdown.cancelled().await;
                 }

@@ -14,6 +14,7 @@ use super::source::DataSource;
 use crate::model::{EtlSet, Resolution, SetKind, Window};
 use crate::role::{Role, RoleChanged};
 use crate::storage::{AwaitWritable, Snapshot, Storage, WriteOutcome, WriteSets};
+use crate::supervise::Lifeline;
 
 /// What the writer needs to know.
 #[derive(Clone)]
@@ -47,11 +48,17 @@ pub struct EtlWriter {
     /// Writes are enabled for the current term.
     writable: bool,
     running: bool,
+    _lifeline: Lifeline,
 }
 
 impl EtlWriter {
     /// A writer that waits to be told it leads.
-    pub fn new(cfg: EtlConfig, source: Arc<dyn DataSource>, storage: Addr<Storage>) -> Self {
+    pub fn new(
+        cfg: EtlConfig,
+        source: Arc<dyn DataSource>,
+        storage: Addr<Storage>,
+        lifeline: Lifeline,
+    ) -> Self {
         Self {
             cfg,
             source,
@@ -59,6 +66,7 @@ impl EtlWriter {
             leading: None,
             writable: false,
             running: false,
+            _lifeline: lifeline,
         }
     }
 
@@ -240,6 +248,15 @@ impl Handler<RoleChanged> for EtlWriter {
                 self.writable = false;
             }
         }
+    }
+}
+
+#[cfg(feature = "test-support")]
+impl Handler<crate::supervise::Crash> for EtlWriter {
+    type Result = ();
+
+    fn handle(&mut self, _: crate::supervise::Crash, _: &mut Self::Context) {
+        panic!("crash requested by a test");
     }
 }
 

@@ -18,10 +18,19 @@ pub enum Filter {
 /// `field[key] op values`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Comparison {
+    /// The field compared.
     pub field: Field,
+    /// How.
     pub op: Op,
+    /// Any of these (lower case for `controllerKind`, which compares without case).
     pub values: Vec<String>,
+    /// For `:` and `!:` with many values, the same values hashed: a long filter costs one
+    /// lookup per row, not one comparison per value.
+    lookup: Option<std::collections::HashSet<String>>,
 }
+
+/// From how many values an equality builds a hash set.
+const LOOKUP_FROM: usize = 8;
 
 /// A filterable allocation field.
 #[derive(Clone, Debug, PartialEq)]
@@ -98,16 +107,37 @@ impl Filter {
 }
 
 impl Comparison {
+    fn new(field: Field, op: Op, mut values: Vec<String>) -> Self {
+        if field == Field::ControllerKind {
+            for v in &mut values {
+                v.make_ascii_lowercase();
+            }
+        }
+        let lookup = (matches!(op, Op::Eq | Op::Neq) && values.len() >= LOOKUP_FROM)
+            .then(|| values.iter().cloned().collect());
+        Self {
+            field,
+            op,
+            values,
+            lookup,
+        }
+    }
+
+    /// Whether `have` matches any value.
+    fn any(&self, have: &str) -> bool {
+        match &self.lookup {
+            Some(set) => set.contains(have),
+            None => self.values.iter().any(|v| self.op.test(have, v)),
+        }
+    }
+
     fn matches(&self, p: &AllocationProperties) -> bool {
         let one = |have: &str| {
-            let any = self.values.iter().any(|v| {
-                if self.field == Field::ControllerKind {
-                    self.op
-                        .test(&have.to_ascii_lowercase(), &v.to_ascii_lowercase())
-                } else {
-                    self.op.test(have, v)
-                }
-            });
+            let any = if self.field == Field::ControllerKind {
+                self.any(&have.to_ascii_lowercase())
+            } else {
+                self.any(have)
+            };
             if self.op.negated() { !any } else { any }
         };
         match &self.field {
@@ -121,10 +151,7 @@ impl Comparison {
             Field::Label(k) => one(p.labels.get(k).map_or("", String::as_str)),
             Field::Annotation(k) => one(p.annotations.get(k).map_or("", String::as_str)),
             Field::Services => {
-                let any = p
-                    .services
-                    .iter()
-                    .any(|s| self.values.iter().any(|v| self.op.test(s, v)));
+                let any = p.services.iter().any(|s| self.any(s));
                 if self.op.negated() { !any } else { any }
             }
         }
@@ -259,7 +286,14 @@ impl Parser<'_> {
             let k = self.text[start..self.i]
                 .trim()
                 .trim_matches('"')
+                .trim()
                 .to_string();
+            if k.is_empty() {
+                return Err(format!(
+                    "filter {:?}: {name}[] at position {at} needs a key, as in {name}[app]",
+                    self.text
+                ));
+            }
             self.i += 1;
             Some(k)
         } else {
@@ -316,11 +350,7 @@ impl Parser<'_> {
             self.i += 1;
             values.push(self.value()?);
         }
-        Ok(Comparison {
-            field,
-            op: *op,
-            values,
-        })
+        Ok(Comparison::new(field, *op, values))
     }
 
     fn value(&mut self) -> Result<String, String> {
@@ -345,18 +375,14 @@ impl Parser<'_> {
             self.i = self.s.len();
             return Err(self.err("a closing '\"'"));
         }
-        // Unquoted values are accepted for convenience: up to a separator.
-        let start = self.i;
-        while self.i < self.s.len()
-            && !matches!(self.s[self.i], b',' | b'+' | b'|' | b')' | b'(')
-            && !self.s[self.i].is_ascii_whitespace()
-        {
-            self.i += 1;
+        // Values are double-quoted, as in OpenCost's filter language: an unquoted or
+        // single-quoted value would silently match nothing.
+        if self.s.get(self.i) == Some(&b'\'') {
+            return Err(self.err(
+                "a double-quoted value such as \"kube-system\" (single quotes are not accepted)",
+            ));
         }
-        if start == self.i {
-            return Err(self.err("a value such as \"kube-system\""));
-        }
-        Ok(self.text[start..self.i].to_string())
+        Err(self.err("a double-quoted value such as \"kube-system\""))
     }
 }
 
@@ -443,6 +469,24 @@ mod tests {
     }
 
     #[test]
+    fn long_value_lists_match_as_short_ones_do() {
+        let many: Vec<String> = (0..50).map(|i| format!("\"ns{i}\"")).collect();
+        let f = parse(&format!("namespace:{}", many.join(","))).unwrap();
+        let Filter::Cmp(c) = &f else { panic!() };
+        assert!(c.lookup.is_some(), "hashed");
+        assert!(f.matches(&props("ns7", "")) && !f.matches(&props("ns50", "")));
+        let f = parse(&format!("namespace!:{}", many.join(","))).unwrap();
+        assert!(!f.matches(&props("ns7", "")) && f.matches(&props("other", "")));
+        let kinds: Vec<String> = (0..10).map(|i| format!("\"Kind{i}\"")).collect();
+        let f = parse(&format!(
+            "controllerKind:\"DEPLOYMENT\",{}",
+            kinds.join(",")
+        ))
+        .unwrap();
+        assert!(f.matches(&props("a", "")), "kinds compare without case");
+    }
+
+    #[test]
     fn errors_name_the_problem() {
         assert!(
             parse(r#"nmespace:"a""#)
@@ -452,6 +496,18 @@ mod tests {
         assert!(parse(r#"namespace="a""#).unwrap_err().contains("operator"));
         assert!(parse(r#"namespace:"a"#).unwrap_err().contains("closing"));
         assert!(parse(r#"label:"a""#).unwrap_err().contains("needs a key"));
+        assert!(parse(r#"label[]:"a""#).unwrap_err().contains("needs a key"));
+        assert!(
+            parse(r#"label[ "" ]:"a""#)
+                .unwrap_err()
+                .contains("needs a key")
+        );
+        assert!(
+            parse("namespace:'a'")
+                .unwrap_err()
+                .contains("single quotes")
+        );
+        assert!(parse("namespace:a").unwrap_err().contains("double-quoted"));
         assert!(parse("").unwrap_err().contains("field name"));
         let deep = format!("{}namespace:\"a\"{}", "(".repeat(1_000), ")".repeat(1_000));
         assert!(parse(&deep).unwrap_err().contains("nest deeper"));

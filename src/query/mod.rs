@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
+use tokio_util::sync::CancellationToken;
 
 use crate::model::{
     Allocation, AllocationProperties, AllocationSet, Asset, AssetSet, IDLE, Resolution,
@@ -54,11 +55,23 @@ pub enum AggregateBy {
 impl AggregateBy {
     fn parse(s: &str) -> Result<Self, ParamError> {
         let s = s.trim();
-        if let Some(k) = s.strip_prefix("label:") {
-            return Ok(AggregateBy::Label(filter::sanitize(k)));
-        }
-        if let Some(k) = s.strip_prefix("annotation:") {
-            return Ok(AggregateBy::Annotation(filter::sanitize(k)));
+        for (prefix, make) in [
+            ("label:", AggregateBy::Label as fn(String) -> AggregateBy),
+            ("annotation:", AggregateBy::Annotation),
+        ] {
+            if let Some(k) = s.strip_prefix(prefix) {
+                let k = k.trim();
+                if k.is_empty() {
+                    return Err(bad(
+                        "aggregate",
+                        format!(
+                            "{s:?} names no {}; expected {prefix}<name>",
+                            &prefix[..prefix.len() - 1]
+                        ),
+                    ));
+                }
+                return Ok(make(filter::sanitize(k)));
+            }
         }
         Ok(match s {
             "cluster" => AggregateBy::Cluster,
@@ -188,6 +201,7 @@ pub struct AllocationQuery {
 pub fn parse_allocation_query(
     params: &HashMap<String, String>,
     now: DateTime<Utc>,
+    max_steps: usize,
 ) -> Result<AllocationQuery, ParamError> {
     let get = |k: &str| params.get(k).map(|v| v.trim()).filter(|v| !v.is_empty());
     let window_text = get("window")
@@ -222,14 +236,7 @@ pub fn parse_allocation_query(
         .map(filter::parse)
         .transpose()
         .map_err(|m| bad("filter", m))?;
-    let number = |k: &'static str| {
-        get(k)
-            .map(|v| {
-                v.parse::<usize>()
-                    .map_err(|_| bad(k, format!("{v:?} is not a non-negative whole number")))
-            })
-            .transpose()
-    };
+    let number = |k: &'static str| get(k).map(|v| parse_count(k, v)).transpose();
     let q = AllocationQuery {
         window,
         aggregate,
@@ -243,27 +250,43 @@ pub fn parse_allocation_query(
         offset: number("offset")?.unwrap_or(0),
         limit: number("limit")?,
     };
-    let step = match q.accumulate {
-        Accumulate::All => None,
-        Accumulate::Every(d) => Some(d),
-        Accumulate::None => Some(q.step.unwrap_or(if reads_daily(q.window, now) {
-            Duration::days(1)
-        } else {
-            Duration::hours(1)
-        })),
-    };
-    if let Some(step) = step {
-        let span = q.window.end.min(now + step) - q.window.start;
-        if span.num_seconds() / step.num_seconds().max(1) > MAX_STEPS {
-            return Err(bad(
-                "window",
-                format!(
-                    "{window_text:?} with this step gives more than {MAX_STEPS} sets; use a shorter window, a longer step, or accumulate=true"
-                ),
-            ));
-        }
-    }
+    check_steps(window_text, q.window, q.step_size(now), now, max_steps)?;
     Ok(q)
+}
+
+/// A count: plain ASCII digits only (no sign, no spaces), as Kubecost's Go parser takes it.
+fn parse_count(param: &'static str, v: &str) -> Result<usize, ParamError> {
+    if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad(
+            param,
+            format!("{v:?} is not a non-negative whole number"),
+        ));
+    }
+    v.parse::<usize>()
+        .map_err(|_| bad(param, format!("{v:?} is too large")))
+}
+
+/// Refuses, before any work, a query that would produce more than `max_steps` sets.
+fn check_steps(
+    window_text: &str,
+    window: Window,
+    step: Option<Duration>,
+    now: DateTime<Utc>,
+    max_steps: usize,
+) -> Result<(), ParamError> {
+    let Some(step) = step else { return Ok(()) };
+    let span = window.end.min(now + step) - window.start;
+    let steps = span.num_seconds().max(0) / step.num_seconds().max(1);
+    if steps > i64::try_from(max_steps).unwrap_or(i64::MAX) {
+        return Err(bad(
+            "window",
+            format!(
+                "{window_text:?} in steps of {} gives {steps} sets, more than the {max_steps} one query may return (--max-query-steps); use a shorter window, a longer step, or accumulate=true",
+                humantime::format_duration(step.to_std().unwrap_or_default())
+            ),
+        ));
+    }
+    Ok(())
 }
 
 fn parse_bool(param: &'static str, v: &str) -> Result<bool, ParamError> {
@@ -308,7 +331,11 @@ fn parse_step(v: &str) -> Result<Duration, ParamError> {
         Some('w') => Duration::weeks(1),
         _ => return Err(err()),
     };
-    let n: i32 = v[..v.len() - 1].parse().map_err(|_| err())?;
+    let digits = &v[..v.len() - 1];
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(err());
+    }
+    let n: i32 = digits.parse().map_err(|_| err())?;
     if n <= 0 || n > 10_000 {
         return Err(err());
     }
@@ -363,14 +390,30 @@ fn steps(window: Window, step: Duration, now: DateTime<Utc>) -> Vec<Window> {
     out
 }
 
-/// The most sets one query may return: bounds the memory a single request can take.
-pub const MAX_STEPS: i64 = 10_000;
+/// The default for the most sets one query may return (`--max-query-steps`).
+pub const DEFAULT_MAX_STEPS: usize = 10_000;
+
+/// The query was cancelled (its client went away or its deadline passed) before it finished.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("query cancelled")]
+pub struct Cancelled;
+
+/// How many rows are scanned between two looks at the cancellation token.
+const CANCEL_CHECK_ROWS: usize = 1024;
+
+/// Estimated work of a query, in rows scanned (plus rows encoded, weighted), before it runs:
+/// what admission control sorts cheap queries from heavy ones by.
+pub type Cost = u64;
+
+/// What encoding one output row costs relative to scanning one: a JSON allocation is a few
+/// hundred bytes to format, a scan a few hundred nanoseconds.
+const ENCODE_WEIGHT: u64 = 20;
 
 impl AllocationQuery {
-    /// The resolution of stored sets this query reads, and its steps.
-    pub fn plan(&self, now: DateTime<Utc>) -> (Resolution, Vec<Window>) {
+    /// The step between output sets (`None`: one set for the whole window).
+    fn step_size(&self, now: DateTime<Utc>) -> Option<Duration> {
         let daily_window = reads_daily(self.window, now);
-        let step = match self.accumulate {
+        match self.accumulate {
             Accumulate::All => None,
             Accumulate::Every(d) => Some(d),
             Accumulate::None => Some(self.step.unwrap_or(if daily_window {
@@ -378,7 +421,13 @@ impl AllocationQuery {
             } else {
                 Duration::hours(1)
             })),
-        };
+        }
+    }
+
+    /// The resolution of stored sets this query reads, and its steps.
+    pub fn plan(&self, now: DateTime<Utc>) -> (Resolution, Vec<Window>) {
+        let daily_window = reads_daily(self.window, now);
+        let step = self.step_size(now);
         let resolution = match step {
             Some(s) if s.num_seconds() % 86_400 == 0 && daily_window => Resolution::Day,
             None if daily_window => Resolution::Day,
@@ -397,24 +446,72 @@ impl AllocationQuery {
         sets: &BTreeMap<(Resolution, DateTime<Utc>), Arc<AllocationSet>>,
         now: DateTime<Utc>,
     ) -> Vec<AllocationResult> {
+        let mut out = Vec::new();
+        let never = CancellationToken::new();
+        self.run_each(sets, now, &never, |r| {
+            out.push(r);
+            Ok::<(), Cancelled>(())
+        })
+        .expect("an uncancelled query runs to the end");
+        out
+    }
+
+    /// Runs the query one step at a time, handing each step's set to `emit` as soon as it is
+    /// computed (so a caller can encode it and drop it before the next), and stops early when
+    /// `cancel` fires or `emit` fails.
+    pub fn run_each<E: From<Cancelled>>(
+        &self,
+        sets: &BTreeMap<(Resolution, DateTime<Utc>), Arc<AllocationSet>>,
+        now: DateTime<Utc>,
+        cancel: &CancellationToken,
+        mut emit: impl FnMut(AllocationResult) -> Result<(), E>,
+    ) -> Result<(), E> {
         let (resolution, steps) = self.plan(now);
-        steps
-            .into_iter()
-            .map(|step| {
-                let range = sets.range((resolution, step.start)..(resolution, step.end));
-                let allocations = self.aggregate_sets(range.map(|(_, s)| s.as_ref()));
-                let allocations = rank_and_page(
-                    allocations,
-                    |a| (a.total_cost(), a.name.as_str()),
-                    self.offset,
-                    self.limit,
-                );
-                AllocationResult {
-                    window: step,
-                    allocations,
-                }
-            })
-            .collect()
+        for step in steps {
+            if cancel.is_cancelled() {
+                return Err(Cancelled.into());
+            }
+            let range = sets.range((resolution, step.start)..(resolution, step.end));
+            let allocations = self.aggregate_sets(range.map(|(_, s)| s.as_ref()), cancel)?;
+            let allocations = rank_and_page(
+                allocations,
+                |a| (a.total_cost(), a.name.as_str()),
+                self.offset,
+                self.limit,
+            );
+            emit(AllocationResult {
+                window: step,
+                allocations,
+            })?;
+        }
+        Ok(())
+    }
+
+    /// The query's estimated work on these sets (see [`Cost`]).
+    pub fn cost(
+        &self,
+        sets: &BTreeMap<(Resolution, DateTime<Utc>), Arc<AllocationSet>>,
+        now: DateTime<Utc>,
+    ) -> Cost {
+        let (resolution, steps) = self.plan(now);
+        let rows: u64 = steps
+            .iter()
+            .flat_map(|w| sets.range((resolution, w.start)..(resolution, w.end)))
+            .map(|(_, s)| s.allocations.len() as u64)
+            .sum();
+        // Aggregations by pod or container (or none) give about one output row per input row.
+        let per_row = self.aggregate.is_empty()
+            || self
+                .aggregate
+                .iter()
+                .any(|a| matches!(a, AggregateBy::Pod | AggregateBy::Container));
+        let encoded = if per_row {
+            self.limit
+                .map_or(rows, |l| rows.min(l as u64 * steps.len() as u64))
+        } else {
+            0
+        };
+        rows + encoded * ENCODE_WEIGHT + steps.len() as u64
     }
 
     fn key(&self, a: &Allocation) -> String {
@@ -436,7 +533,11 @@ impl AllocationQuery {
         }
     }
 
-    fn aggregate_sets<'a>(&self, sets: impl Iterator<Item = &'a AllocationSet>) -> Vec<Allocation> {
+    fn aggregate_sets<'a>(
+        &self,
+        sets: impl Iterator<Item = &'a AllocationSet>,
+        cancel: &CancellationToken,
+    ) -> Result<Vec<Allocation>, Cancelled> {
         let mut total: BTreeMap<String, Allocation> = BTreeMap::new();
         for set in sets {
             // Each set is aggregated (and its idle shared) on its own, then added to the step,
@@ -446,7 +547,10 @@ impl AllocationQuery {
             // Per node: (cpu, ram) cost kept by the filter and in total, to scale idle by.
             let mut kept: HashMap<&str, [f64; 4]> = HashMap::new();
             let mut idles = Vec::new();
-            for a in &set.allocations {
+            for (i, a) in set.allocations.iter().enumerate() {
+                if i % CANCEL_CHECK_ROWS == 0 && cancel.is_cancelled() {
+                    return Err(Cancelled);
+                }
                 if a.is_idle() {
                     idles.push(a);
                     continue;
@@ -534,7 +638,7 @@ impl AllocationQuery {
                 }
             }
         }
-        total.into_values().collect()
+        Ok(total.into_values().collect())
     }
 }
 
@@ -584,6 +688,7 @@ pub struct AssetQuery {
 pub fn parse_asset_query(
     params: &HashMap<String, String>,
     now: DateTime<Utc>,
+    max_steps: usize,
 ) -> Result<AssetQuery, ParamError> {
     let get = |k: &str| params.get(k).map(|v| v.trim()).filter(|v| !v.is_empty());
     let window_text = get("window").ok_or_else(|| bad("window", "is required, e.g. window=7d"))?;
@@ -614,21 +719,18 @@ pub fn parse_asset_query(
         .map(|v| parse_bool("accumulate", v))
         .transpose()?
         .unwrap_or(false);
-    let number = |k: &'static str| {
-        get(k)
-            .map(|v| {
-                v.parse::<usize>()
-                    .map_err(|_| bad(k, format!("{v:?} is not a non-negative whole number")))
-            })
-            .transpose()
-    };
-    Ok(AssetQuery {
+    let number = |k: &'static str| get(k).map(|v| parse_count(k, v)).transpose();
+    let q = AssetQuery {
         window,
         aggregate,
         accumulate,
         offset: number("offset")?.unwrap_or(0),
         limit: number("limit")?,
-    })
+    };
+    let (resolution, _) = q.resolution(now);
+    let step = (!q.accumulate).then(|| resolution.duration());
+    check_steps(window_text, q.window, step, now, max_steps)?;
+    Ok(q)
 }
 
 /// One output asset set.
@@ -639,51 +741,97 @@ pub struct AssetResult {
 }
 
 impl AssetQuery {
-    /// Runs the query over daily asset sets (hourly when the window is not whole days).
-    pub fn run(
-        &self,
-        sets: &BTreeMap<(Resolution, DateTime<Utc>), Arc<AssetSet>>,
-        now: DateTime<Utc>,
-    ) -> Vec<AssetResult> {
-        let daily = reads_daily(self.window, now);
-        let res = if daily {
-            Resolution::Day
+    /// The resolution read (daily sets, hourly when the window is not whole days) and whether
+    /// it is daily.
+    fn resolution(&self, now: DateTime<Utc>) -> (Resolution, bool) {
+        if reads_daily(self.window, now) {
+            (Resolution::Day, true)
         } else {
-            Resolution::Hour
-        };
+            (Resolution::Hour, false)
+        }
+    }
+
+    /// The resolution read and the steps.
+    pub fn plan(&self, now: DateTime<Utc>) -> (Resolution, Vec<Window>) {
+        let (res, _) = self.resolution(now);
         let steps = if self.accumulate {
             vec![self.window]
         } else {
             steps(self.window, res.duration(), now)
         };
-        steps
-            .into_iter()
-            .map(|step| {
-                let mut acc: BTreeMap<String, Asset> = BTreeMap::new();
-                for (_, set) in sets.range((res, step.start)..(res, step.end)) {
-                    for a in &set.assets {
-                        let key = self.key(a);
-                        match acc.get_mut(&key) {
-                            Some(e) => add_asset(e, a),
-                            None => {
-                                acc.insert(key, a.clone());
-                            }
+        (res, steps)
+    }
+
+    /// Runs the query over the loaded asset sets.
+    pub fn run(
+        &self,
+        sets: &BTreeMap<(Resolution, DateTime<Utc>), Arc<AssetSet>>,
+        now: DateTime<Utc>,
+    ) -> Vec<AssetResult> {
+        let mut out = Vec::new();
+        let never = CancellationToken::new();
+        self.run_each(sets, now, &never, |r| {
+            out.push(r);
+            Ok::<(), Cancelled>(())
+        })
+        .expect("an uncancelled query runs to the end");
+        out
+    }
+
+    /// Runs the query one step at a time (see [`AllocationQuery::run_each`]).
+    pub fn run_each<E: From<Cancelled>>(
+        &self,
+        sets: &BTreeMap<(Resolution, DateTime<Utc>), Arc<AssetSet>>,
+        now: DateTime<Utc>,
+        cancel: &CancellationToken,
+        mut emit: impl FnMut(AssetResult) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let (res, steps) = self.plan(now);
+        for step in steps {
+            let mut acc: BTreeMap<String, Asset> = BTreeMap::new();
+            for (_, set) in sets.range((res, step.start)..(res, step.end)) {
+                if cancel.is_cancelled() {
+                    return Err(Cancelled.into());
+                }
+                for a in &set.assets {
+                    let key = self.key(a);
+                    match acc.get_mut(&key) {
+                        Some(e) => add_asset(e, a),
+                        None => {
+                            acc.insert(key, a.clone());
                         }
                     }
                 }
-                let assets = acc.into_iter().collect();
-                let assets = rank_and_page(
-                    assets,
-                    |(k, a): &(String, Asset)| (a.total_cost(), k.as_str()),
-                    self.offset,
-                    self.limit,
-                );
-                AssetResult {
-                    window: step,
-                    assets,
-                }
-            })
-            .collect()
+            }
+            let assets = acc.into_iter().collect();
+            let assets = rank_and_page(
+                assets,
+                |(k, a): &(String, Asset)| (a.total_cost(), k.as_str()),
+                self.offset,
+                self.limit,
+            );
+            emit(AssetResult {
+                window: step,
+                assets,
+            })?;
+        }
+        Ok(())
+    }
+
+    /// The query's estimated work on these sets (see [`Cost`]).
+    pub fn cost(
+        &self,
+        sets: &BTreeMap<(Resolution, DateTime<Utc>), Arc<AssetSet>>,
+        now: DateTime<Utc>,
+    ) -> Cost {
+        let (res, steps) = self.plan(now);
+        let rows: u64 = steps
+            .iter()
+            .flat_map(|w| sets.range((res, w.start)..(res, w.end)))
+            .map(|(_, s)| s.assets.len() as u64)
+            .sum();
+        let encoded = if self.aggregate.is_empty() { rows } else { 0 };
+        rows + encoded * ENCODE_WEIGHT + steps.len() as u64
     }
 
     fn key(&self, a: &Asset) -> String {
@@ -750,14 +898,16 @@ mod tests {
     fn windows_up_to_now_read_daily_sets() {
         let now = Utc.with_ymd_and_hms(2026, 11, 24, 10, 30, 0).unwrap();
         for w in ["week", "month", "7d", "today", "lastweek"] {
-            let q = parse_allocation_query(&params(&format!("window={w}")), now).unwrap();
+            let q = parse_allocation_query(&params(&format!("window={w}")), now, DEFAULT_MAX_STEPS)
+                .unwrap();
             assert_eq!(q.plan(now).0, Resolution::Day, "{w}");
         }
         for w in ["24h", "48h", "2026-11-23T06:00:00Z,2026-11-23T18:00:00Z"] {
-            let q = parse_allocation_query(&params(&format!("window={w}")), now).unwrap();
+            let q = parse_allocation_query(&params(&format!("window={w}")), now, DEFAULT_MAX_STEPS)
+                .unwrap();
             assert_eq!(q.plan(now).0, Resolution::Hour, "{w}");
         }
-        let (_, steps) = parse_allocation_query(&params("window=month"), now)
+        let (_, steps) = parse_allocation_query(&params("window=month"), now, DEFAULT_MAX_STEPS)
             .unwrap()
             .plan(now);
         assert_eq!(
@@ -773,12 +923,14 @@ mod tests {
         let e = parse_allocation_query(
             &params("window=0001-01-01T00:00:00Z,2026-11-24T10:00:00Z"),
             now,
+            DEFAULT_MAX_STEPS,
         )
         .unwrap_err();
         assert_eq!(e.param, "window");
         let ok = parse_allocation_query(
             &params("window=0001-01-01T00:00:00Z,2026-11-24T10:00:00Z&accumulate=true"),
             now,
+            DEFAULT_MAX_STEPS,
         );
         assert!(
             ok.is_ok(),

@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
+use std::time::Instant;
 
 use chrono::{DateTime, Duration, Utc};
 use futures::{StreamExt, TryStreamExt};
@@ -13,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::filestore::FileStore;
 use super::manifest::{self, FileEntry, MANIFEST_DIR, Manifest};
-use super::snapshot::{LoadedSet, Snapshot};
+use super::snapshot::{LoadedSet, Missing, ObjectProblem, Origin, Snapshot};
 use crate::model::{EtlSet, Resolution};
 
 /// How many objects are fetched at once when loading a generation.
@@ -27,28 +28,59 @@ pub const GC_GRACE: std::time::Duration = std::time::Duration::from_secs(600);
 /// How many of the newest manifests garbage collection always keeps.
 const GC_KEEP_MANIFESTS: u64 = 10;
 
-/// A bucket failure.
-#[derive(Debug, thiserror::Error)]
+/// A bucket or local-store failure. Cheap to clone, so it can travel in messages and status.
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum BackupError {
     /// The object store failed; worth retrying.
-    #[error("bucket {op} {path}: {source}")]
+    #[error("bucket {op} {path}: {}", crate::redact::userinfo(&.source.to_string()))]
     Store {
+        /// The operation (`get`, `put`, `list`, ...).
         op: &'static str,
+        /// The object or prefix.
         path: String,
-        #[source]
-        source: object_store::Error,
+        /// What the store said.
+        source: Arc<object_store::Error>,
     },
     /// The newest manifest does not parse: nothing newer can be trusted until a writer
     /// publishes a good one.
     #[error("manifest {path} is corrupt: {reason}")]
-    CorruptManifest { path: String, reason: String },
+    CorruptManifest {
+        /// The manifest's path.
+        path: String,
+        /// Why it was rejected.
+        reason: String,
+    },
     /// Local file store failure.
     #[error("local file store {path}: {source}")]
     Local {
+        /// The file or folder.
         path: String,
-        #[source]
-        source: std::io::Error,
+        /// What the file system said.
+        source: Arc<std::io::Error>,
     },
+}
+
+impl BackupError {
+    /// Whether trying again later can succeed without anyone changing the bucket.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, BackupError::Store { .. } | BackupError::Local { .. })
+    }
+
+    /// A short, fixed name for metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            BackupError::Store { .. } => "bucket",
+            BackupError::CorruptManifest { .. } => "corrupt_manifest",
+            BackupError::Local { .. } => "local_store",
+        }
+    }
+
+    fn local(path: impl Into<String>, source: std::io::Error) -> Self {
+        BackupError::Local {
+            path: path.into(),
+            source: Arc::new(source),
+        }
+    }
 }
 
 fn store_err(
@@ -56,7 +88,41 @@ fn store_err(
     path: &Path,
 ) -> impl FnOnce(object_store::Error) -> BackupError + use<> {
     let path = path.to_string();
-    move |source| BackupError::Store { op, path, source }
+    move |source| BackupError::Store {
+        op,
+        path,
+        source: Arc::new(source),
+    }
+}
+
+/// How long to wait before fetching again an object that failed to load: `first` after the
+/// first failure, doubling with each further one, never more than `max`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Backoff {
+    /// The pause after the first failure.
+    pub first: std::time::Duration,
+    /// The longest pause.
+    pub max: std::time::Duration,
+}
+
+impl Backoff {
+    /// The pause after `failures` failures in a row (at least one).
+    pub fn after(&self, failures: u32) -> std::time::Duration {
+        let doublings = failures.saturating_sub(1).min(30);
+        self.first.saturating_mul(1 << doublings).min(self.max)
+    }
+}
+
+/// What a read of the bucket found.
+#[derive(Debug)]
+pub enum Loaded {
+    /// The bucket holds no manifest at all.
+    Empty,
+    /// The bucket's newest generation is the base's, and nothing the base lacks is due for a
+    /// retry.
+    Unchanged,
+    /// A generation loaded on top of the base (newer, older, or the same with retries).
+    New(Snapshot),
 }
 
 /// The newest manifest generation in the bucket (0 when there is none).
@@ -101,65 +167,100 @@ pub async fn read_manifest(
 }
 
 /// Loads the newest generation on top of `base`: only objects `base` lacks are fetched, each is
-/// verified against its sha256, and one that fails is reported in `problems` and left out.
-/// Returns `None` when the bucket holds exactly what `base` holds. A generation *older* than
-/// `base` is returned too (the bucket was replaced or reset): callers decide what to trust.
+/// verified against its sha256, and one that fails is left out and recorded in the snapshot's
+/// `missing` with a time before which it is not fetched again (`backoff`). A base loaded from the
+/// bucket whose generation is still the newest is [`Loaded::Unchanged`] unless one of its missing
+/// objects is due; a base from the local store is always checked against the bucket's manifest
+/// (the bucket vouches for it object by object). A generation *older* than `base` is returned
+/// too (the bucket was replaced or reset): callers decide what to trust.
 pub async fn load_latest(
     store: &dyn ObjectStore,
     base: &Snapshot,
-) -> Result<Option<Snapshot>, BackupError> {
+    backoff: Backoff,
+) -> Result<Loaded, BackupError> {
     let generation = latest_generation(store).await?;
-    if generation == 0 || (generation == base.generation && base.missing.is_empty()) {
-        return Ok(None);
+    if generation == 0 {
+        return Ok(Loaded::Empty);
+    }
+    let now = Instant::now();
+    if base.origin == Origin::Bucket
+        && generation == base.generation
+        && !base.missing.values().any(|m| m.retry_at <= now)
+    {
+        return Ok(Loaded::Unchanged);
     }
     let manifest = read_manifest(store, generation).await?;
-    Ok(Some(load_manifest(store, base, &manifest).await?))
+    Ok(Loaded::New(
+        load_manifest(store, base, &manifest, backoff).await?,
+    ))
 }
 
-/// Loads the sets `manifest` names on top of `base`.
+/// Loads the sets `manifest` names on top of `base`: sets `base` holds with the same sha256 are
+/// shared, objects `base` failed to load are fetched again only once their retry time has come.
 pub async fn load_manifest(
     store: &dyn ObjectStore,
     base: &Snapshot,
     manifest: &Manifest,
+    backoff: Backoff,
 ) -> Result<Snapshot, BackupError> {
+    let now = Instant::now();
     let mut files = BTreeMap::new();
+    let mut missing = BTreeMap::new();
     let mut wanted = Vec::new();
     for (path, entry) in &manifest.files {
-        match base.files.get(path) {
-            Some((e, set)) if e.sha256 == entry.sha256 => {
+        match (base.files.get(path), base.missing.get(path)) {
+            (Some((e, set)), _) if e.sha256 == entry.sha256 => {
                 files.insert(path.clone(), (entry.clone(), set.clone()));
             }
-            _ => wanted.push((path.clone(), entry.clone())),
+            (_, Some(m)) if m.entry.sha256 == entry.sha256 && m.retry_at > now => {
+                missing.insert(path.clone(), m.clone());
+            }
+            (_, m) => {
+                let failures = m
+                    .filter(|m| m.entry.sha256 == entry.sha256)
+                    .map_or(0, |m| m.failures);
+                wanted.push((path.clone(), entry.clone(), failures));
+            }
         }
     }
-    let fetched: Vec<(String, FileEntry, Result<bytes::Bytes, object_store::Error>)> =
-        futures::stream::iter(wanted)
-            .map(|(path, entry)| async move {
-                let p = Path::from(path.as_str());
-                let body = match store.get(&p).await {
-                    Ok(r) => r.bytes().await,
-                    Err(e) => Err(e),
-                };
-                (path, entry, body)
-            })
-            .buffer_unordered(FETCH_CONCURRENCY)
-            .collect()
-            .await;
+    let fetched: Vec<_> = futures::stream::iter(wanted)
+        .map(|(path, entry, failures)| async move {
+            let p = Path::from(path.as_str());
+            let body = match store.get(&p).await {
+                Ok(r) => r.bytes().await,
+                Err(e) => Err(e),
+            };
+            (path, entry, failures, body)
+        })
+        .buffer_unordered(FETCH_CONCURRENCY)
+        .collect()
+        .await;
     let mut bodies = Vec::with_capacity(fetched.len());
-    let mut problems = Vec::new();
-    for (path, entry, body) in fetched {
+    let mut failed = |path: String, entry: FileEntry, failures: u32, problem: ObjectProblem| {
+        tracing::error!(%path, %problem, failures = failures + 1, "backup object named by the manifest could not be loaded");
+        let failures = failures + 1;
+        missing.insert(
+            path,
+            Missing {
+                entry,
+                problem,
+                failures,
+                retry_at: Instant::now() + backoff.after(failures),
+            },
+        );
+    };
+    for (path, entry, failures, body) in fetched {
         match body {
-            Ok(body) => bodies.push((path, entry, body)),
+            Ok(body) => bodies.push((path, entry, failures, body)),
             // A missing object is damage to report, not a reason to serve nothing.
             Err(object_store::Error::NotFound { .. }) => {
-                tracing::error!(%path, "backup object named by the manifest is missing");
-                problems.push(format!("{path}: missing"));
+                failed(path, entry, failures, ObjectProblem::Missing);
             }
             Err(source) => {
                 return Err(BackupError::Store {
                     op: "get",
                     path,
-                    source,
+                    source: Arc::new(source),
                 });
             }
         }
@@ -169,60 +270,79 @@ pub async fn load_manifest(
     let decoded = tokio::task::spawn_blocking(move || {
         bodies
             .into_iter()
-            .map(|(path, entry, body)| {
+            .map(|(path, entry, failures, body)| {
                 let set = manifest::decode(&entry, &body);
-                (path, entry, set)
+                (path, entry, failures, set)
             })
             .collect::<Vec<_>>()
     })
     .await
-    .expect("decoding does not panic");
-    for (path, entry, set) in decoded {
+    .map_err(|e| BackupError::local("decoding task", std::io::Error::other(e)))?;
+    for (path, entry, failures, set) in decoded {
         match set {
             Ok(set) => {
                 files.insert(path, (entry, LoadedSet::from(set)));
             }
-            Err(e) => {
-                tracing::error!(%path, error = %e, "skipping corrupt backup object");
-                problems.push(format!("{path}: {e}"));
-            }
+            Err(e) => failed(path, entry, failures, ObjectProblem::from(e)),
         }
     }
-    Ok(Snapshot::build(manifest, files, problems))
+    Ok(Snapshot::build(manifest, files, missing, Origin::Bucket))
 }
 
 /// Loads the newest generation the local file store holds, verifying every object.
 pub fn load_local(local: &FileStore) -> Result<Option<Snapshot>, BackupError> {
-    let local_err = |path: &str| {
-        let path = path.to_string();
-        move |source| BackupError::Local { path, source }
-    };
-    let Some(manifest) = local.latest_manifest().map_err(local_err("manifests"))? else {
+    let Some(manifest) = local.latest_manifest().map_err(|e| {
+        BackupError::local(local.root().join(MANIFEST_DIR).display().to_string(), e)
+    })?
+    else {
         return Ok(None);
     };
+    let now = Instant::now();
     let mut files = BTreeMap::new();
-    let mut problems = Vec::new();
+    let mut missing = BTreeMap::new();
     for (path, entry) in &manifest.files {
-        match local
-            .read(path)
-            .map_err(|e| e.to_string())
-            .and_then(|b| manifest::decode(entry, &b).map_err(|e| e.to_string()))
-        {
+        let loaded = match local.read(path) {
+            Ok(body) => manifest::decode(entry, &body).map_err(ObjectProblem::from),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(ObjectProblem::Missing),
+            Err(e) => Err(ObjectProblem::Unreadable(e.to_string())),
+        };
+        match loaded {
             Ok(set) => {
                 files.insert(path.clone(), (entry.clone(), LoadedSet::from(set)));
             }
-            Err(e) => problems.push(format!("{path}: {e}")),
+            Err(problem) => {
+                missing.insert(
+                    path.clone(),
+                    Missing {
+                        entry: entry.clone(),
+                        problem,
+                        failures: 1,
+                        // Due at once: the bucket may well have a good copy.
+                        retry_at: now,
+                    },
+                );
+            }
         }
     }
-    Ok(Some(Snapshot::build(&manifest, files, problems)))
+    Ok(Some(Snapshot::build(
+        &manifest,
+        files,
+        missing,
+        Origin::Local,
+    )))
 }
 
 /// Why a publish did not happen.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum PublishError {
     /// A writer with a higher term has published: this writer is deposed.
     #[error("fenced: generation {generation} was written by term {term}")]
-    Fenced { generation: u64, term: u64 },
+    Fenced {
+        /// The generation found.
+        generation: u64,
+        /// Its writer's term.
+        term: u64,
+    },
     /// Leadership ended while writing; nothing more was written.
     #[error("cancelled: leadership ended during the write")]
     Cancelled,
@@ -234,14 +354,41 @@ pub enum PublishError {
     Backup(#[from] BackupError),
 }
 
+impl PublishError {
+    /// Whether trying again later can succeed.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            PublishError::Fenced { .. } | PublishError::Cancelled => false,
+            PublishError::Contended => true,
+            PublishError::Backup(e) => e.is_retryable(),
+        }
+    }
+
+    /// A short, fixed name for metrics (`result` label of `costmodel_backup_writes`).
+    pub fn label(&self) -> &'static str {
+        match self {
+            PublishError::Fenced { .. } => "fenced",
+            PublishError::Cancelled => "cancelled",
+            PublishError::Contended => "contended",
+            PublishError::Backup(_) => "error",
+        }
+    }
+}
+
 /// What publish needs to know about the writer.
 pub struct Writer<'a> {
+    /// The writer's identity, written into the manifest.
     pub identity: &'a str,
+    /// Its fencing term.
     pub term: u64,
+    /// Fired when leadership ends: nothing more is written.
     pub cancel: &'a CancellationToken,
-    /// Sets whose window started before these are dropped from the manifest.
+    /// Hourly sets whose window ended longer ago than this are dropped from the manifest.
     pub hourly_retention: Duration,
+    /// Daily sets likewise.
     pub daily_retention: Duration,
+    /// Retry policy for objects a reload (after a lost race) fails to fetch.
+    pub backoff: Backoff,
 }
 
 /// Publishes `sets` as the next generation on top of `base`: objects first (local store, then
@@ -263,11 +410,8 @@ pub async fn publish(
         (encoded, sets)
     })
     .await
-    .expect("encoding does not panic");
-    let encoded = encoded.map_err(|source| BackupError::Local {
-        path: "encode".into(),
-        source,
-    })?;
+    .map_err(|e| BackupError::local("encoding task", std::io::Error::other(e)))?;
+    let encoded = encoded.map_err(|e| BackupError::local("encode", e))?;
     for e in &encoded {
         if writer.cancel.is_cancelled() {
             return Err(PublishError::Cancelled);
@@ -276,11 +420,9 @@ pub async fn publish(
         let (l, path, body) = (local.clone(), e.path.clone(), e.body.clone());
         tokio::task::spawn_blocking(move || l.write(&path, &body))
             .await
-            .expect("local write task does not panic")
-            .map_err(|source| BackupError::Local {
-                path: local_path,
-                source,
-            })?;
+            .map_err(std::io::Error::other)
+            .and_then(|r| r)
+            .map_err(|e| BackupError::local(local_path, e))?;
         let p = Path::from(e.path.as_str());
         store
             .put(&p, PutPayload::from(e.body.clone()))
@@ -312,20 +454,23 @@ pub async fn publish(
             .map(|(p, v)| (p.clone(), v.clone()))
             .collect();
         files.extend(new_sets.iter().map(|(p, v)| (p.clone(), v.clone())));
-        files.retain(|_, (e, _)| {
+        let retained = |e: &FileEntry| {
             let keep_for = match e.resolution {
                 Resolution::Hour => writer.hourly_retention,
                 Resolution::Day => writer.daily_retention,
             };
             e.end > now - keep_for
-        });
-        // Entries the base could not load are carried forward unless replaced: a failed read
-        // must never drop data from the backup.
-        let carried = base
+        };
+        files.retain(|_, (e, _)| retained(e));
+        // Entries the base could not load are carried forward unless replaced or expired: a
+        // failed read must never drop data from the backup.
+        let carried: BTreeMap<String, Missing> = base
             .missing
             .iter()
-            .filter(|(_, e)| !new_sets.values().any(|(n, _)| n.slot() == e.slot()))
-            .map(|(p, e)| (p.clone(), e.clone()));
+            .filter(|(_, m)| retained(&m.entry))
+            .filter(|(_, m)| !new_sets.values().any(|(n, _)| n.slot() == m.entry.slot()))
+            .map(|(p, m)| (p.clone(), m.clone()))
+            .collect();
         let manifest = Manifest {
             generation,
             term: writer.term,
@@ -334,7 +479,7 @@ pub async fn publish(
             files: files
                 .iter()
                 .map(|(p, (e, _))| (p.clone(), e.clone()))
-                .chain(carried)
+                .chain(carried.iter().map(|(p, m)| (p.clone(), m.entry.clone())))
                 .collect(),
         };
         let body = serde_json::to_vec_pretty(&manifest).expect("a manifest always serialises");
@@ -364,7 +509,7 @@ pub async fn publish(
                         newest,
                         "published below the newest generation; retrying on top of it"
                     );
-                    base = Arc::new(load_manifest(store, &base, &theirs).await?);
+                    base = Arc::new(load_manifest(store, &base, &theirs, writer.backoff).await?);
                     continue;
                 }
                 let rel = path.to_string();
@@ -373,11 +518,12 @@ pub async fn publish(
                 // The bucket has the generation; a failed local copy only costs a reload later.
                 if let Err(e) = tokio::task::spawn_blocking(move || l.write(&rel, &body))
                     .await
-                    .expect("no panic")
+                    .map_err(std::io::Error::other)
+                    .and_then(|r| r)
                 {
                     tracing::warn!(path = %local_path, error = %e, "could not keep a local copy of the manifest");
                 }
-                return Ok(Snapshot::build(&manifest, files, Vec::new()));
+                return Ok(Snapshot::build(&manifest, files, carried, Origin::Bucket));
             }
             Err(object_store::Error::AlreadyExists { .. }) => {
                 // Someone else took this generation: reload and decide.
@@ -391,16 +537,9 @@ pub async fn publish(
                 }
                 tracing::warn!(generation, their_term = theirs.term, our_term = writer.term, writer = %theirs.writer,
                     "lost a generation to a writer of no higher term; publishing on top of it");
-                base = Arc::new(load_manifest(store, &base, &theirs).await?);
+                base = Arc::new(load_manifest(store, &base, &theirs, writer.backoff).await?);
             }
-            Err(source) => {
-                return Err(BackupError::Store {
-                    op: "put",
-                    path: path.to_string(),
-                    source,
-                }
-                .into());
-            }
+            Err(source) => return Err(store_err("put", &path)(source).into()),
         }
     }
     Err(PublishError::Contended)
@@ -420,18 +559,11 @@ pub async fn seed(
         match store.head(&p).await {
             Ok(_) => continue,
             Err(object_store::Error::NotFound { .. }) => {}
-            Err(source) => {
-                return Err(BackupError::Store {
-                    op: "head",
-                    path: path.clone(),
-                    source,
-                });
-            }
+            Err(source) => return Err(store_err("head", &p)(source)),
         }
-        let body = local.read(path).map_err(|source| BackupError::Local {
-            path: path.clone(),
-            source,
-        })?;
+        let body = local
+            .read(path)
+            .map_err(|e| BackupError::local(path.clone(), e))?;
         store
             .put(&p, PutPayload::from(body))
             .await
@@ -500,10 +632,6 @@ async fn delete(store: &dyn ObjectStore, path: &Path) -> Result<(), BackupError>
     match store.delete(path).await {
         // Azure and local folders say NotFound for what is already gone; that is success.
         Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-        Err(source) => Err(BackupError::Store {
-            op: "delete",
-            path: path.to_string(),
-            source,
-        }),
+        Err(source) => Err(store_err("delete", path)(source)),
     }
 }

@@ -16,23 +16,42 @@ use serde::Deserialize;
 #[derive(Debug, thiserror::Error)]
 pub enum BucketConfigError {
     /// The file could not be read.
-    #[error("cannot read bucket config {path}: {source}")]
+    #[error("cannot read {path}: {source}")]
     Read {
+        /// The file.
         path: String,
-        #[source]
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is far larger than any bucket secret.
+    #[error("{path} is larger than {MAX_SECRET_BYTES} bytes: not a bucket secret")]
+    TooLarge {
+        /// The file.
+        path: String,
+    },
+    /// The bucket folder could not be created.
+    #[error("cannot create the bucket folder {path}: {source}")]
+    Folder {
+        /// The folder.
+        path: String,
+        /// Why.
         source: std::io::Error,
     },
     /// The YAML does not match the expected shape; the message names the key.
     #[error("bucket config: {0}")]
     Parse(String),
     /// The builder rejected the settings.
-    #[error("bucket config ({kind}): {source}")]
+    #[error("bucket config ({kind}): {}", crate::redact::userinfo(&.source.to_string()))]
     Build {
+        /// The bucket type.
         kind: &'static str,
-        #[source]
+        /// What the builder said.
         source: object_store::Error,
     },
 }
+
+/// The largest bucket-secret file read: a real one is a few hundred bytes.
+const MAX_SECRET_BYTES: u64 = 1024 * 1024;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -335,7 +354,7 @@ pub fn from_yaml(text: &str) -> Result<Bucket, BucketConfigError> {
 
 /// A `FILESYSTEM` bucket in a local folder (created if missing).
 pub fn filesystem(dir: &str) -> Result<Arc<dyn ObjectStore>, BucketConfigError> {
-    std::fs::create_dir_all(dir).map_err(|source| BucketConfigError::Read {
+    std::fs::create_dir_all(dir).map_err(|source| BucketConfigError::Folder {
         path: dir.to_string(),
         source,
     })?;
@@ -351,10 +370,23 @@ pub fn filesystem(dir: &str) -> Result<Arc<dyn ObjectStore>, BucketConfigError> 
 
 /// Reads and builds the bucket from a bucket-secret file.
 pub fn from_file(path: &std::path::Path) -> Result<Bucket, BucketConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| BucketConfigError::Read {
+    use std::io::Read;
+    let read_err = |source| BucketConfigError::Read {
         path: path.display().to_string(),
         source,
-    })?;
+    };
+    // Bounded: `--bucket-config /dev/zero` must not read until memory runs out.
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .map_err(read_err)?
+        .take(MAX_SECRET_BYTES + 1)
+        .read_to_string(&mut text)
+        .map_err(read_err)?;
+    if text.len() as u64 > MAX_SECRET_BYTES {
+        return Err(BucketConfigError::TooLarge {
+            path: path.display().to_string(),
+        });
+    }
     from_yaml(&text)
 }
 

@@ -8,6 +8,11 @@
 //! 5. the leader writes exactly as a single install does;
 //! 6. every write carries the term; a publish that finds a higher term fences this writer.
 //!
+//! It also decides whether the replica can answer queries (readiness) and why not: a follower
+//! serves only what the bucket vouches for (its local store is a cache the bucket must confirm,
+//! object by object), a leader serves its own store, and a snapshot whose every set failed to
+//! load serves nothing.
+//!
 //! All bucket I/O runs in futures spawned off the mailbox, so no message waits on the bucket.
 
 use std::sync::Arc;
@@ -15,16 +20,19 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use chrono::{DateTime, Utc};
+use futures::FutureExt;
+use futures::future::{BoxFuture, Shared};
 use object_store::ObjectStore;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
-use super::backup::{self, PublishError, Writer};
+use super::backup::{self, Backoff, BackupError, Loaded, PublishError, Writer};
 use super::filestore::FileStore;
-use super::snapshot::Snapshot;
+use super::snapshot::{Origin, Snapshot};
 use crate::metrics::{Metrics, ResultLabel};
 use crate::model::{EtlSet, Resolution, SetKind};
-use crate::role::{Role, RoleChanged};
+use crate::role::{BucketTerm, Fenced, Role, RoleChanged};
+use crate::supervise::Lifeline;
 
 /// First and longest pause between retries of the promotion read.
 const PROMOTION_RETRY: (Duration, Duration) = (Duration::from_millis(250), Duration::from_secs(15));
@@ -46,24 +54,29 @@ pub struct StorageConfig {
     pub hourly_retention: chrono::Duration,
     /// Daily sets older than this are dropped from new manifests.
     pub daily_retention: chrono::Duration,
+    /// When objects that failed to load are fetched again.
+    pub backoff: Backoff,
     /// Shared metrics.
     pub metrics: Metrics,
-    /// Raised to the highest manifest term ever loaded; the election reads it (see
-    /// `election::Campaign::term_floor`).
-    pub term_floor: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// Answer to [`WriteSets`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum WriteOutcome {
     /// Published as this generation.
-    Written { generation: u64 },
+    Written {
+        /// The new generation.
+        generation: u64,
+    },
     /// Not the leader of that term (or writes not yet enabled): nothing was written.
     Dropped,
     /// A writer with a higher term owns the backup; this replica must stop leading.
-    Fenced { term: u64 },
-    /// The bucket or disk failed; nothing was published. Worth retrying.
-    Failed(String),
+    Fenced {
+        /// The higher term.
+        term: u64,
+    },
+    /// The bucket or disk failed; nothing was published.
+    Failed(PublishError),
 }
 
 /// Sets built by the ETL, to be written by the leader of `term`.
@@ -81,8 +94,22 @@ pub struct WriteSets {
 #[rtype(result = "Arc<Snapshot>")]
 pub struct CurrentSnapshot;
 
-/// A backup read: on a follower it waits for the poller's next fetch of the bucket; on the
-/// leader it is answered at once.
+/// The snapshot queries are answered from, or why this replica cannot answer any (the same
+/// reason `/readyz` gives). Answered at once.
+#[derive(Message)]
+#[rtype(result = "Result<Arc<Snapshot>, String>")]
+pub struct ServingSnapshot;
+
+/// The snapshot the next poll builds on: the one being served, or, on a replica that serves
+/// nothing yet, its local store (so a restart fetches only what the local store lacks, once the
+/// bucket's manifest vouches for the rest).
+#[derive(Message)]
+#[rtype(result = "Arc<Snapshot>")]
+pub struct PollBase;
+
+/// A backup read (DESIGN.md rule 1): on a follower it waits for the poller's next fetch of the
+/// bucket; on the leader it is answered at once. Only the storage-rule tests issue it.
+#[cfg(feature = "test-support")]
 #[derive(Message)]
 #[rtype(result = "Result<Arc<Snapshot>, NotWritable>")]
 pub struct ReadBackup;
@@ -107,24 +134,20 @@ pub struct NotWritable;
 pub struct SnapshotReady {
     /// When the poll started; blocked reads issued before then are answered.
     pub started: Instant,
-    /// A newer snapshot, `None` when the bucket had nothing newer, or the error.
-    pub result: Result<Option<Arc<Snapshot>>, String>,
+    /// What the bucket held, or why it could not be read.
+    pub result: Result<Loaded, BackupError>,
 }
 
-/// Sent to the subscriber of [`OnFenced`] when a higher term is found in the bucket.
-#[derive(Message, Clone, Debug)]
-#[rtype(result = "()")]
-pub struct Fenced {
-    /// Our term.
-    pub term: u64,
-    /// The higher term found.
-    pub newer_term: u64,
-}
-
-/// Subscribes a recipient (the elector) to [`Fenced`].
+/// Where storage reports to the election: [`Fenced`] when a higher term owns the bucket, and
+/// [`BucketTerm`] when it loads a higher term than ever before.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct OnFenced(pub Recipient<Fenced>);
+pub struct ElectionEvents {
+    /// Told to stop leading.
+    pub fenced: Recipient<Fenced>,
+    /// Told of the highest term in the bucket.
+    pub bucket_term: Recipient<BucketTerm>,
+}
 
 /// Shutdown: writes off, the current write abandoned before its manifest; answered once no
 /// write is in flight.
@@ -138,41 +161,97 @@ pub struct Drain;
 pub struct GetStorageStatus;
 
 /// What storage reports to the status endpoints.
+#[derive(Clone, Debug)]
+pub struct StorageStatus {
+    /// `leader` or `follower`.
+    pub role: &'static str,
+    /// The term when leading.
+    pub term: Option<u64>,
+    /// Whether backup writes are enabled.
+    pub writes_enabled: bool,
+    /// The bucket, as configured.
+    pub bucket: String,
+    /// The local file store's folder.
+    pub etl_dir: String,
+    /// The served generation (0: none).
+    pub snapshot_generation: u64,
+    /// Its writer's term.
+    pub snapshot_term: u64,
+    /// Its writer.
+    pub snapshot_writer: String,
+    /// When it was published.
+    pub snapshot_updated: Option<DateTime<Utc>>,
+    /// The generation of the local file store, once read (`None`: empty or not read yet).
+    pub local_generation: Option<u64>,
+    /// When the last poll finished.
+    pub last_poll: Option<DateTime<Utc>>,
+    /// Why the last poll failed.
+    pub last_poll_error: Option<BackupError>,
+    /// Whether the last poll found no backup at all in the bucket.
+    pub bucket_empty: bool,
+    /// When the last write was published.
+    pub last_write: Option<DateTime<Utc>>,
+    /// Why the last write failed.
+    pub last_write_error: Option<PublishError>,
+    /// Why the leader's promotion read of the bucket is failing (writes stay off meanwhile).
+    pub promotion_error: Option<BackupError>,
+    /// Why the local file store cannot be written, found at start.
+    pub etl_dir_error: Option<String>,
+    /// Writes dropped because this replica follows.
+    pub follower_writes_dropped: u64,
+    /// Backup reads waiting for the next poll.
+    pub blocked_reads: usize,
+    /// Sets the served manifest names that could not be loaded.
+    pub missing: Vec<MissingObject>,
+    /// First and last time covered per kind and resolution.
+    pub coverage: Vec<Coverage>,
+    /// Why this replica cannot answer queries; `None` when it can.
+    pub not_ready: Option<String>,
+}
+
+/// A set the manifest names that this replica could not load, for status.
 #[derive(Clone, Debug, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct StorageStatus {
-    pub role: &'static str,
-    pub term: Option<u64>,
-    pub writes_enabled: bool,
-    pub bucket: String,
-    pub etl_dir: String,
-    pub snapshot_generation: u64,
-    pub snapshot_term: u64,
-    pub snapshot_writer: String,
-    pub snapshot_updated: Option<DateTime<Utc>>,
-    pub last_poll: Option<DateTime<Utc>>,
-    pub last_poll_error: Option<String>,
-    pub last_write: Option<DateTime<Utc>>,
-    pub last_write_error: Option<String>,
-    pub follower_writes_dropped: u64,
-    pub blocked_reads: usize,
-    pub problems: Vec<String>,
-    pub coverage: Vec<Coverage>,
+pub struct MissingObject {
+    /// The object's path in the bucket.
+    pub path: String,
+    /// Allocations or assets.
+    pub kind: SetKind,
+    /// `1h` or `1d`.
+    pub resolution: Resolution,
+    /// The set's window.
+    pub start: DateTime<Utc>,
+    /// Its end.
+    pub end: DateTime<Utc>,
+    /// Why it could not be loaded.
+    pub problem: String,
+    /// Failed attempts in a row.
+    pub failures: u32,
+    /// Seconds until it is fetched again (0: at the next poll).
+    pub retry_in_seconds: u64,
 }
 
 /// First and last time covered by one kind and resolution of set.
 #[derive(Clone, Debug, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Coverage {
+    /// Allocations or assets.
     pub kind: SetKind,
+    /// `1h` or `1d`.
     pub resolution: Resolution,
+    /// Start of the first set.
     pub start: DateTime<Utc>,
+    /// How far the last set's data reaches.
     pub end: DateTime<Utc>,
+    /// How many sets.
     pub sets: usize,
 }
 
 /// Where a queued read or writer is answered.
 type Reply = oneshot::Sender<Result<Arc<Snapshot>, NotWritable>>;
+
+/// The local file store's newest generation, read once at start (`None`: empty or unreadable).
+type LocalLoad = Shared<BoxFuture<'static, Option<Arc<Snapshot>>>>;
 
 /// The storage controller actor.
 pub struct Storage {
@@ -181,53 +260,90 @@ pub struct Storage {
     writes_enabled: bool,
     /// Fired by demotion: in-flight writes of the old term stop before their next put.
     cancel: CancellationToken,
+    /// What queries are answered from.
     snapshot: Arc<Snapshot>,
+    /// The local file store as read at start; served by a leader at once, by a follower only as
+    /// the base the bucket's manifest vouches for.
+    local: LocalLoad,
+    local_generation: Option<u64>,
     blocked_reads: Vec<(Instant, Reply)>,
     awaiting_writes: Vec<(u64, Reply)>,
     /// Serialises publishes: each builds on the generation the previous one produced.
     write_lock: Arc<tokio::sync::Mutex<()>>,
-    fenced: Option<Recipient<Fenced>>,
+    election: Option<ElectionEvents>,
+    /// The highest manifest term ever loaded.
+    max_term: u64,
     last_poll: Option<DateTime<Utc>>,
-    last_poll_error: Option<String>,
+    last_poll_error: Option<BackupError>,
+    bucket_empty: bool,
     last_write: Option<DateTime<Utc>>,
-    last_write_error: Option<String>,
+    last_write_error: Option<PublishError>,
+    promotion_error: Option<BackupError>,
+    etl_dir_error: Option<String>,
     dropped: u64,
     last_gc: Option<Instant>,
+    _lifeline: Lifeline,
 }
 
 impl Storage {
     /// A follower with nothing loaded; the elector's first `RoleChanged` sets the real role.
-    pub fn new(cfg: StorageConfig) -> Self {
+    pub fn new(cfg: StorageConfig, lifeline: Lifeline) -> Self {
         let cancel = CancellationToken::new();
         cancel.cancel();
+        let store = cfg.local.clone();
+        let local = async move {
+            match tokio::task::spawn_blocking(move || backup::load_local(&store)).await {
+                Ok(Ok(s)) => s.map(Arc::new),
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "could not read the local file store; starting without it");
+                    None
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "reading the local file store failed");
+                    None
+                }
+            }
+        }
+        .boxed()
+        .shared();
         Self {
             cfg,
             role: Role::Follower { leader: None },
             writes_enabled: false,
             cancel,
             snapshot: Arc::new(Snapshot::default()),
+            local,
+            local_generation: None,
             blocked_reads: Vec::new(),
             awaiting_writes: Vec::new(),
             write_lock: Arc::new(tokio::sync::Mutex::new(())),
-            fenced: None,
+            election: None,
+            max_term: 0,
             last_poll: None,
             last_poll_error: None,
+            bucket_empty: false,
             last_write: None,
             last_write_error: None,
+            promotion_error: None,
+            etl_dir_error: None,
             dropped: 0,
             last_gc: None,
+            _lifeline: lifeline,
         }
     }
 
-    /// Installs `snapshot` if it is newer, or the same generation with fewer objects missing.
-    /// `from_bucket` (a follower's poll) also accepts an older generation: the bucket is the
-    /// follower's truth, and a replaced bucket restarts its generations.
+    /// Installs `snapshot` if it is newer than the served one, or the same generation with fewer
+    /// sets missing. `from_bucket` (a follower's poll) installs whatever the bucket holds, older
+    /// generations included: the bucket is the follower's truth, a replaced bucket restarts its
+    /// generations, and a reload of the same generation carries the retry state of the objects
+    /// that still fail.
     fn install(&mut self, snapshot: Arc<Snapshot>, from_bucket: bool) {
         let current = &self.snapshot;
-        let better = snapshot.generation > current.generation
-            || (snapshot.generation == current.generation
-                && snapshot.missing.len() < current.missing.len())
-            || (from_bucket && snapshot.generation < current.generation);
+        let same = snapshot.generation == current.generation;
+        let better = from_bucket
+            || snapshot.generation > current.generation
+            || (same && snapshot.missing.len() < current.missing.len())
+            || (same && current.origin == Origin::Local && snapshot.origin == Origin::Bucket);
         if !better {
             return;
         }
@@ -238,19 +354,33 @@ impl Storage {
                 "the bucket's newest generation is older than the loaded one; following the bucket"
             );
         }
-        if !snapshot.problems.is_empty() {
-            self.cfg
-                .metrics
-                .corrupt_objects
-                .inc_by(snapshot.problems.len() as u64);
-        }
+        // Count each failed attempt once: a carried entry whose failures did not grow was
+        // already counted.
+        let new_failures: u64 = snapshot
+            .missing
+            .iter()
+            .map(|(p, m)| {
+                let before = current.missing.get(p).map_or(0, |c| c.failures);
+                u64::from(m.failures.saturating_sub(before))
+            })
+            .sum();
+        self.cfg.metrics.object_load_failures.inc_by(new_failures);
+        self.cfg
+            .metrics
+            .unavailable_sets
+            .set(snapshot.missing.len() as i64);
         self.cfg
             .metrics
             .snapshot_generation
             .set(snapshot.generation as i64);
-        self.cfg
-            .term_floor
-            .fetch_max(snapshot.term, std::sync::atomic::Ordering::SeqCst);
+        if snapshot.term > self.max_term {
+            self.max_term = snapshot.term;
+            if let Some(e) = &self.election {
+                e.bucket_term.do_send(BucketTerm {
+                    term: snapshot.term,
+                });
+            }
+        }
         self.snapshot = snapshot;
     }
 
@@ -264,6 +394,7 @@ impl Storage {
         self.set_writes(false);
         self.cancel.cancel();
         self.role = Role::Follower { leader };
+        self.promotion_error = None;
         for (_, tx) in self.awaiting_writes.drain(..) {
             let _ = tx.send(Err(NotWritable));
         }
@@ -278,68 +409,98 @@ impl Storage {
         for (_, tx) in self.blocked_reads.drain(..) {
             let _ = tx.send(Ok(self.snapshot.clone()));
         }
-        let bucket = self.cfg.bucket.clone();
-        let cancel = self.cancel.clone();
-        let base = self.snapshot.clone();
-        let local = self.cfg.local.clone();
         tracing::info!(term, "promoted: reading the bucket before enabling writes");
+        // The leader's own store is its to serve: install it (once read) before the bucket
+        // read, so a leader whose bucket is down still answers from what it wrote.
+        let cancel = self.cancel.clone();
+        ctx.spawn(
+            self.local
+                .clone()
+                .into_actor(self)
+                .map(move |local, act, ctx| {
+                    if cancel.is_cancelled() || act.role != (Role::Leader { term }) {
+                        return;
+                    }
+                    if let Some(local) = local {
+                        act.install(local, false);
+                    }
+                    act.promotion_read(term, PROMOTION_RETRY.0, ctx);
+                }),
+        );
+    }
+
+    /// One attempt of the promotion read; on failure it is retried with backoff, and the error
+    /// is reported in status meanwhile.
+    fn promotion_read(&mut self, term: u64, pause: Duration, ctx: &mut Context<Self>) {
+        let bucket = self.cfg.bucket.clone();
+        let local = self.cfg.local.clone();
+        let base = self.snapshot.clone();
+        let backoff = self.cfg.backoff;
+        let cancel = self.cancel.clone();
         let read = async move {
-            let mut pause = PROMOTION_RETRY.0;
-            loop {
-                let attempt = async {
-                    match backup::load_latest(bucket.as_ref(), &base).await? {
-                        // The bucket is behind this replica's own store (new or replaced
-                        // bucket): back the store up into it before writing on top of it.
-                        Some(s) if s.generation < base.generation => {
-                            let n = backup::seed(bucket.as_ref(), &local, &base).await?;
-                            tracing::warn!(
-                                bucket = s.generation,
-                                local = base.generation,
-                                uploaded = n,
-                                "bucket was behind the local store; backed it up"
-                            );
-                            Ok(None)
-                        }
-                        other => Ok::<_, backup::BackupError>(other),
-                    }
-                };
-                match attempt.await {
-                    Ok(s) => return Some(s),
-                    Err(e) => {
-                        tracing::warn!(error = %e, retry_in = ?pause, "promotion read failed; writes stay off")
-                    }
+            match backup::load_latest(bucket.as_ref(), &base, backoff).await? {
+                // The bucket is behind this replica's own store (new, emptied or replaced
+                // bucket): back the store up into it before writing on top of it, so no
+                // manifest ever names an object the bucket lacks.
+                Loaded::Empty if base.is_loaded() => {
+                    seed_bucket(bucket.as_ref(), &local, &base, 0).await?;
+                    Ok(None)
                 }
-                tokio::select! {
-                    () = cancel.cancelled() => return None,
-                    () = tokio::time::sleep(pause) => {}
+                Loaded::New(s) if s.generation < base.generation => {
+                    seed_bucket(bucket.as_ref(), &local, &base, s.generation).await?;
+                    Ok(None)
                 }
-                pause = (pause * 2).min(PROMOTION_RETRY.1);
+                Loaded::New(s) => Ok(Some(s)),
+                Loaded::Empty | Loaded::Unchanged => Ok(None),
             }
         };
-        let cancel = self.cancel.clone();
-        ctx.spawn(read.into_actor(self).map(move |loaded, act, _| {
-            let Some(loaded) = loaded else { return };
-            if cancel.is_cancelled() || act.role != (Role::Leader { term }) {
-                return;
-            }
-            if let Some(s) = loaded {
-                act.install(Arc::new(s), false);
-            }
-            if act.snapshot.term > term {
-                act.fence(term, act.snapshot.term);
-                return;
-            }
-            act.set_writes(true);
-            tracing::info!(term, generation = act.snapshot.generation, "writes enabled");
-            let snapshot = act.snapshot.clone();
-            for (t, tx) in std::mem::take(&mut act.awaiting_writes) {
-                let _ = tx.send(if t == term {
-                    Ok(snapshot.clone())
-                } else {
-                    Err(NotWritable)
-                });
-            }
-        }));
+        ctx.spawn(read.into_actor(self).map(
+            move |res: Result<Option<Snapshot>, BackupError>, act, ctx| {
+                if cancel.is_cancelled() || act.role != (Role::Leader { term }) {
+                    return;
+                }
+                match res {
+                    Err(e) => {
+                        tracing::warn!(error = %e, retry_in = ?pause, "promotion read failed; writes stay off");
+                        act.promotion_error = Some(e);
+                        let next = (pause * 2).min(PROMOTION_RETRY.1);
+                        ctx.run_later(pause, move |act, ctx| {
+                            if act.role == (Role::Leader { term }) && !act.writes_enabled {
+                                act.promotion_read(term, next, ctx);
+                            }
+                        });
+                    }
+                    Ok(loaded) => {
+                        act.promotion_error = None;
+                        if let Some(s) = loaded {
+                            act.install(Arc::new(s), false);
+                        }
+                        act.enable_writes(term);
+                    }
+                }
+            },
+        ));
+    }
+
+    fn enable_writes(&mut self, term: u64) {
+        if self.snapshot.term > term {
+            self.fence(term, self.snapshot.term);
+            return;
+        }
+        self.set_writes(true);
+        tracing::info!(
+            term,
+            generation = self.snapshot.generation,
+            "writes enabled"
+        );
+        let snapshot = self.snapshot.clone();
+        for (t, tx) in std::mem::take(&mut self.awaiting_writes) {
+            let _ = tx.send(if t == term {
+                Ok(snapshot.clone())
+            } else {
+                Err(NotWritable)
+            });
+        }
     }
 
     fn fence(&mut self, term: u64, newer_term: u64) {
@@ -353,8 +514,8 @@ impl Storage {
         for (_, tx) in self.awaiting_writes.drain(..) {
             let _ = tx.send(Err(NotWritable));
         }
-        if let Some(r) = &self.fenced {
-            r.do_send(Fenced { term, newer_term });
+        if let Some(e) = &self.election {
+            e.fenced.do_send(Fenced { term, newer_term });
         }
     }
 
@@ -368,7 +529,7 @@ impl Storage {
         let cancel = self.cancel.clone();
         let local = self.cfg.local.clone();
         let keep: std::collections::BTreeSet<String> =
-            self.snapshot.files.keys().cloned().collect();
+            self.snapshot.file_entries().into_keys().collect();
         ctx.spawn(
             async move {
                 if cancel.is_cancelled() {
@@ -380,16 +541,72 @@ impl Storage {
                     Err(e) => tracing::warn!(error = %e, "bucket garbage collection failed"),
                 }
                 let kept_from = newest.saturating_sub(10);
-                if let Ok(Err(e)) = tokio::task::spawn_blocking(move || {
+                match tokio::task::spawn_blocking(move || {
                     local.retain(&keep, kept_from, backup::GC_GRACE)
                 })
                 .await
                 {
-                    tracing::warn!(error = %e, "local file store clean-up failed");
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => tracing::warn!(error = %e, "local file store clean-up failed"),
+                    Err(e) => tracing::warn!(error = %e, "local file store clean-up task failed"),
                 }
             }
             .into_actor(self),
         );
+    }
+
+    /// Why this replica cannot answer queries, or `None` when it can.
+    fn not_ready(&self) -> Option<String> {
+        let s = &self.snapshot;
+        if s.is_loaded() {
+            if s.servable() {
+                return None;
+            }
+            let first = s
+                .missing
+                .iter()
+                .next()
+                .map(|(p, m)| format!(" (first: {p}: {})", m.problem))
+                .unwrap_or_default();
+            return Some(format!(
+                "none of the {} sets named by generation {} could be loaded{first}; retrying",
+                s.missing.len(),
+                s.generation
+            ));
+        }
+        let local = match self.local_generation {
+            Some(g) => format!(
+                "; the local file store (generation {g}) is not served until the bucket vouches for it"
+            ),
+            None => String::new(),
+        };
+        Some(match &self.role {
+            Role::Leader { .. } => {
+                if let Some(e) = &self.promotion_error {
+                    format!("leading, but the bucket cannot be read, so writes stay off: {e}")
+                } else if !self.writes_enabled {
+                    "leading: reading the bucket before enabling writes".to_string()
+                } else if let Some(e) = &self.last_write_error {
+                    let dir = self
+                        .etl_dir_error
+                        .as_ref()
+                        .map(|d| format!(" ({d})"))
+                        .unwrap_or_default();
+                    format!("leading, but no ETL set could be written yet{dir}: {e}")
+                } else {
+                    "leading: building the first ETL sets".to_string()
+                }
+            }
+            Role::Follower { .. } => {
+                if let Some(e) = &self.last_poll_error {
+                    format!("following, but the bucket cannot be read: {e}{local}")
+                } else if self.bucket_empty {
+                    format!("following, but the bucket holds no backup yet{local}")
+                } else {
+                    format!("following: waiting for the first bucket poll{local}")
+                }
+            }
+        })
     }
 
     fn status(&self) -> StorageStatus {
@@ -407,6 +624,22 @@ impl Storage {
                 }
             }
         }
+        let now = Instant::now();
+        let missing = self
+            .snapshot
+            .missing
+            .iter()
+            .map(|(path, m)| MissingObject {
+                path: path.clone(),
+                kind: m.entry.kind,
+                resolution: m.entry.resolution,
+                start: m.entry.start,
+                end: m.entry.end,
+                problem: m.problem.to_string(),
+                failures: m.failures,
+                retry_in_seconds: m.retry_at.saturating_duration_since(now).as_secs(),
+            })
+            .collect();
         StorageStatus {
             role: self.role.as_str(),
             term: self.role.term(),
@@ -417,40 +650,74 @@ impl Storage {
             snapshot_term: self.snapshot.term,
             snapshot_writer: self.snapshot.writer.clone(),
             snapshot_updated: self.snapshot.updated,
+            local_generation: self.local_generation,
             last_poll: self.last_poll,
             last_poll_error: self.last_poll_error.clone(),
+            bucket_empty: self.bucket_empty,
             last_write: self.last_write,
             last_write_error: self.last_write_error.clone(),
+            promotion_error: self.promotion_error.clone(),
+            etl_dir_error: self.etl_dir_error.clone(),
             follower_writes_dropped: self.dropped,
             blocked_reads: self.blocked_reads.len(),
-            problems: self.snapshot.problems.clone(),
+            missing,
             coverage,
+            not_ready: self.not_ready(),
         }
     }
+}
+
+/// Uploads the local store's objects the bucket lacks, and logs it.
+async fn seed_bucket(
+    bucket: &dyn ObjectStore,
+    local: &FileStore,
+    base: &Snapshot,
+    bucket_generation: u64,
+) -> Result<(), BackupError> {
+    let n = backup::seed(bucket, local, base).await?;
+    tracing::warn!(
+        bucket = bucket_generation,
+        local = base.generation,
+        uploaded = n,
+        "bucket was behind the local store; backed it up"
+    );
+    Ok(())
 }
 
 impl Actor for Storage {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        // Serve what the local file store holds while the bucket is read: a restart answers
-        // queries at once, and a bucket outage at start does not leave the replica empty.
+        // Read the local file store now (it is awaited again by promotion and by the first
+        // poll, which share this one read).
+        ctx.spawn(self.local.clone().into_actor(self).map(|local, act, _| {
+            if let Some(s) = &local {
+                tracing::info!(
+                    generation = s.generation,
+                    sets = s.files.len(),
+                    unreadable = s.missing.len(),
+                    "read the local file store"
+                );
+            }
+            act.local_generation = local.map(|s| s.generation);
+        }));
+        // A store that cannot be written is found now, not at the first ETL write.
         let local = self.cfg.local.clone();
         ctx.spawn(
-            async move { tokio::task::spawn_blocking(move || backup::load_local(&local)).await }
+            async move { tokio::task::spawn_blocking(move || local.probe_writable()).await }
                 .into_actor(self)
-                .map(|res, act, _| match res {
-                    Ok(Ok(Some(s))) => {
-                        tracing::info!(
-                            generation = s.generation,
-                            problems = s.problems.len(),
-                            "loaded the local file store"
-                        );
-                        act.install(Arc::new(s), false);
-                    }
-                    Ok(Ok(None)) => {}
-                    Ok(Err(e)) => tracing::warn!(error = %e, "could not load the local file store"),
-                    Err(e) => tracing::warn!(error = %e, "local load task failed"),
+                .map(|res, act, _| {
+                    let error = match res {
+                        Ok(Ok(())) => return,
+                        Ok(Err(e)) => e.to_string(),
+                        Err(e) => e.to_string(),
+                    };
+                    let error = format!(
+                        "the ETL file store (--etl-dir {}) cannot be written: {error}",
+                        act.cfg.local.root().display()
+                    );
+                    tracing::error!("{error}; this replica cannot write the ETL while it leads");
+                    act.etl_dir_error = Some(error);
                 }),
         );
     }
@@ -483,11 +750,12 @@ impl Handler<SnapshotReady> for Storage {
     fn handle(&mut self, msg: SnapshotReady, _: &mut Self::Context) {
         self.last_poll = Some(Utc::now());
         match msg.result {
-            Ok(snapshot) => {
+            Ok(loaded) => {
                 self.last_poll_error = None;
+                self.bucket_empty = matches!(loaded, Loaded::Empty);
                 // A poll that finishes after promotion is stale: the leader reads for itself.
-                if let (Some(s), Role::Follower { .. }) = (snapshot, &self.role) {
-                    self.install(s, true);
+                if let (Loaded::New(s), Role::Follower { .. }) = (loaded, &self.role) {
+                    self.install(Arc::new(s), true);
                 }
             }
             Err(e) => self.last_poll_error = Some(e),
@@ -511,6 +779,36 @@ impl Handler<CurrentSnapshot> for Storage {
     }
 }
 
+impl Handler<ServingSnapshot> for Storage {
+    type Result = MessageResult<ServingSnapshot>;
+
+    fn handle(&mut self, _: ServingSnapshot, _: &mut Self::Context) -> Self::Result {
+        MessageResult(match self.not_ready() {
+            None => Ok(self.snapshot.clone()),
+            Some(reason) => Err(reason),
+        })
+    }
+}
+
+impl Handler<PollBase> for Storage {
+    type Result = ResponseFuture<Arc<Snapshot>>;
+
+    fn handle(&mut self, _: PollBase, _: &mut Self::Context) -> Self::Result {
+        if self.snapshot.is_loaded() {
+            let s = self.snapshot.clone();
+            return Box::pin(async move { s });
+        }
+        let local = self.local.clone();
+        Box::pin(async move {
+            local
+                .await
+                .filter(|s| s.origin == Origin::Local)
+                .unwrap_or_default()
+        })
+    }
+}
+
+#[cfg(feature = "test-support")]
 impl Handler<ReadBackup> for Storage {
     type Result = ResponseFuture<Result<Arc<Snapshot>, NotWritable>>;
 
@@ -578,6 +876,7 @@ impl Handler<WriteSets> for Storage {
                             cancel: &cancel,
                             hourly_retention: cfg.hourly_retention,
                             daily_retention: cfg.daily_retention,
+                            backoff: cfg.backoff,
                         };
                         let res = backup::publish(
                             cfg.bucket.as_ref(),
@@ -596,9 +895,7 @@ impl Handler<WriteSets> for Storage {
                 .map(move |res, act, ctx| {
                     let label = match &res {
                         Ok(_) => "ok",
-                        Err(PublishError::Fenced { .. }) => "fenced",
-                        Err(PublishError::Cancelled) => "cancelled",
-                        Err(_) => "error",
+                        Err(e) => e.label(),
                     };
                     act.cfg
                         .metrics
@@ -621,8 +918,8 @@ impl Handler<WriteSets> for Storage {
                         Err(PublishError::Cancelled) => WriteOutcome::Dropped,
                         Err(e) => {
                             tracing::warn!(error = %e, "backup write failed");
-                            act.last_write_error = Some(e.to_string());
-                            WriteOutcome::Failed(e.to_string())
+                            act.last_write_error = Some(e.clone());
+                            WriteOutcome::Failed(e)
                         }
                     }
                 }),
@@ -630,11 +927,16 @@ impl Handler<WriteSets> for Storage {
     }
 }
 
-impl Handler<OnFenced> for Storage {
+impl Handler<ElectionEvents> for Storage {
     type Result = ();
 
-    fn handle(&mut self, msg: OnFenced, _: &mut Self::Context) {
-        self.fenced = Some(msg.0);
+    fn handle(&mut self, msg: ElectionEvents, _: &mut Self::Context) {
+        if self.max_term > 0 {
+            msg.bucket_term.do_send(BucketTerm {
+                term: self.max_term,
+            });
+        }
+        self.election = Some(msg);
     }
 }
 
@@ -656,5 +958,14 @@ impl Handler<Drain> for Storage {
         Box::pin(async move {
             let _idle = lock.lock().await;
         })
+    }
+}
+
+#[cfg(feature = "test-support")]
+impl Handler<crate::supervise::Crash> for Storage {
+    type Result = ();
+
+    fn handle(&mut self, _: crate::supervise::Crash, _: &mut Self::Context) {
+        panic!("crash requested by a test");
     }
 }

@@ -45,6 +45,17 @@ impl FileStore {
         std::fs::File::open(dir)?.sync_all()
     }
 
+    /// Creates the folder if needed, then writes and removes a probe file: whether this store
+    /// can be written at all, found before the first write needs it.
+    pub fn probe_writable(&self) -> std::io::Result<()> {
+        std::fs::create_dir_all(&self.root)?;
+        let probe = self
+            .root
+            .join(format!(".write-probe.tmp-{}", std::process::id()));
+        std::fs::write(&probe, b"probe")?;
+        std::fs::remove_file(&probe)
+    }
+
     /// Reads the file at `rel`.
     pub fn read(&self, rel: &str) -> std::io::Result<Vec<u8>> {
         std::fs::read(self.root.join(rel))

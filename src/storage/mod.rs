@@ -4,15 +4,21 @@
 pub mod backup;
 pub mod bucket;
 mod controller;
+#[cfg(feature = "test-support")]
 pub mod faulty;
 pub mod filestore;
 pub mod manifest;
 mod poller;
 pub mod snapshot;
 
+#[cfg(feature = "test-support")]
+pub use controller::ReadBackup;
 pub use controller::{
-    AwaitWritable, CurrentSnapshot, Drain, Fenced, GetStorageStatus, NotWritable, OnFenced,
-    ReadBackup, SnapshotReady, Storage, StorageConfig, StorageStatus, WriteOutcome, WriteSets,
+    AwaitWritable, Coverage, CurrentSnapshot, Drain, ElectionEvents, GetStorageStatus,
+    MissingObject, NotWritable, PollBase, ServingSnapshot, SnapshotReady, Storage, StorageConfig,
+    StorageStatus, WriteOutcome, WriteSets,
 };
-pub use poller::{BackupPoller, PollNow};
+pub use poller::BackupPoller;
+#[cfg(feature = "test-support")]
+pub use poller::PollNow;
 pub use snapshot::Snapshot;

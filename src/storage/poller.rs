@@ -1,5 +1,5 @@
 //! The `BackupPoller` actor: on a follower, reads the bucket every poll interval and hands what
-//! changed to `Storage`. One poll at a time; a poll never blocks `Storage`'s mailbox.
+//! it found to `Storage`. One poll at a time; a poll never blocks `Storage`'s mailbox.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -7,12 +7,15 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use object_store::ObjectStore;
 
-use super::backup;
-use super::controller::{CurrentSnapshot, SnapshotReady, Storage};
+use super::backup::{self, Backoff, Loaded};
+use super::controller::{PollBase, SnapshotReady, Storage};
 use crate::metrics::{Metrics, ResultLabel};
 use crate::role::{Role, RoleChanged};
+use crate::supervise::Lifeline;
 
-/// Asks for a poll now (tests, and the moment a replica is demoted).
+/// Asks for a poll now, whatever the interval: the storage-rule tests and the benches use it to
+/// decide when a follower reads the bucket.
+#[cfg(feature = "test-support")]
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct PollNow;
@@ -22,9 +25,11 @@ pub struct BackupPoller {
     bucket: Arc<dyn ObjectStore>,
     storage: Addr<Storage>,
     interval: Duration,
+    backoff: Backoff,
     following: bool,
     in_flight: bool,
     metrics: Metrics,
+    _lifeline: Lifeline,
 }
 
 impl BackupPoller {
@@ -33,15 +38,19 @@ impl BackupPoller {
         bucket: Arc<dyn ObjectStore>,
         storage: Addr<Storage>,
         interval: Duration,
+        backoff: Backoff,
         metrics: Metrics,
+        lifeline: Lifeline,
     ) -> Self {
         Self {
             bucket,
             storage,
             interval,
+            backoff,
             following: false,
             in_flight: false,
             metrics,
+            _lifeline: lifeline,
         }
     }
 
@@ -53,25 +62,30 @@ impl BackupPoller {
         let started = Instant::now();
         let bucket = self.bucket.clone();
         let storage = self.storage.clone();
+        let backoff = self.backoff;
         ctx.spawn(
             async move {
-                let base = storage.send(CurrentSnapshot).await.unwrap_or_default();
-                let result = backup::load_latest(bucket.as_ref(), &base).await;
-                let result = result.map(|s| s.map(Arc::new)).map_err(|e| e.to_string());
+                let base = storage.send(PollBase).await.unwrap_or_default();
+                let result = backup::load_latest(bucket.as_ref(), &base, backoff).await;
                 (started, result)
             }
             .into_actor(self)
             .map(|(started, result), act, _| {
                 act.in_flight = false;
                 let label = match &result {
-                    Ok(Some(s)) => {
-                        tracing::info!(generation = s.generation, writer = %s.writer, term = s.term, "loaded a new backup generation");
+                    Ok(Loaded::New(s)) => {
+                        tracing::info!(
+                            generation = s.generation, writer = %s.writer, term = s.term,
+                            sets = s.files.len(), unavailable = s.missing.len(),
+                            "loaded a backup generation"
+                        );
                         "loaded"
                     }
-                    Ok(None) => "unchanged",
+                    Ok(Loaded::Unchanged) => "unchanged",
+                    Ok(Loaded::Empty) => "empty",
                     Err(e) => {
                         tracing::warn!(error = %e, "bucket poll failed; still serving the last snapshot");
-                        "error"
+                        e.label()
                     }
                 };
                 act.metrics.polls.get_or_create(&ResultLabel::of(label)).inc();
@@ -102,10 +116,20 @@ impl Handler<RoleChanged> for BackupPoller {
     }
 }
 
+#[cfg(feature = "test-support")]
 impl Handler<PollNow> for BackupPoller {
     type Result = ();
 
     fn handle(&mut self, _: PollNow, ctx: &mut Self::Context) {
         self.poll(ctx);
+    }
+}
+
+#[cfg(feature = "test-support")]
+impl Handler<crate::supervise::Crash> for BackupPoller {
+    type Result = ();
+
+    fn handle(&mut self, _: crate::supervise::Crash, _: &mut Self::Context) {
+        panic!("crash requested by a test");
     }
 }

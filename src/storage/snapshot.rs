@@ -5,13 +5,17 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
-use super::manifest::{FileEntry, Manifest};
-use crate::model::{AllocationSet, AssetSet, EtlSet, Resolution, SetKind};
+use std::time::Instant;
+
+use super::manifest::{DecodeError, FileEntry, Manifest};
+use crate::model::{AllocationSet, AssetSet, EtlSet, Resolution, SetKind, Window};
 
 /// One loaded set.
 #[derive(Clone, Debug)]
 pub enum LoadedSet {
+    /// An allocation set.
     Allocations(Arc<AllocationSet>),
+    /// An asset set.
     Assets(Arc<AssetSet>),
 }
 
@@ -22,6 +26,64 @@ impl From<EtlSet> for LoadedSet {
             EtlSet::Assets(s) => LoadedSet::Assets(Arc::new(s)),
         }
     }
+}
+
+/// Where a snapshot's sets were read from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Origin {
+    /// From the bucket (or published to it by this replica): the bucket vouches for every set.
+    #[default]
+    Bucket,
+    /// From this replica's local file store only: a follower serves it only once the bucket's
+    /// manifest vouches for it.
+    Local,
+}
+
+/// Why an object a manifest names could not be loaded.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ObjectProblem {
+    /// The object is not there.
+    #[error("missing")]
+    Missing,
+    /// The bytes do not hash to what the manifest says: corrupt or truncated.
+    #[error("sha256 mismatch: manifest says {expected}, object hashes to {actual}")]
+    Checksum {
+        /// The manifest's sha256.
+        expected: String,
+        /// The object's.
+        actual: String,
+    },
+    /// The bytes hash right but do not decode.
+    #[error("undecodable: {0}")]
+    Format(String),
+    /// The local file could not be read.
+    #[error("unreadable: {0}")]
+    Unreadable(String),
+}
+
+impl From<DecodeError> for ObjectProblem {
+    fn from(e: DecodeError) -> Self {
+        match e {
+            DecodeError::Checksum { expected, actual } => {
+                ObjectProblem::Checksum { expected, actual }
+            }
+            DecodeError::Format(m) => ObjectProblem::Format(m),
+        }
+    }
+}
+
+/// A set the manifest names that could not be loaded: never served, reported, and fetched again
+/// only once `retry_at` has come.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Missing {
+    /// The manifest entry: what the set is and what its bytes must hash to.
+    pub entry: FileEntry,
+    /// Why the last attempt failed.
+    pub problem: ObjectProblem,
+    /// Failed attempts in a row.
+    pub failures: u32,
+    /// Not fetched again before this.
+    pub retry_at: Instant,
 }
 
 /// A loaded generation. Cheap to share (`Arc<Snapshot>`), never mutated once built.
@@ -35,19 +97,19 @@ pub struct Snapshot {
     pub writer: String,
     /// When that generation was published.
     pub updated: Option<DateTime<Utc>>,
+    /// Where the sets were read from.
+    pub origin: Origin,
     /// Path to (entry, set) of every set loaded.
     pub files: BTreeMap<String, (FileEntry, LoadedSet)>,
     /// Allocation sets by resolution and window start.
     pub allocations: BTreeMap<(Resolution, DateTime<Utc>), Arc<AllocationSet>>,
     /// Asset sets by resolution and window start.
     pub assets: BTreeMap<(Resolution, DateTime<Utc>), Arc<AssetSet>>,
-    /// Objects the manifest names that could not be loaded, with the reason: reported, never
-    /// served.
-    pub problems: Vec<String>,
-    /// Manifest entries whose objects could not be loaded. They stay in every manifest written
-    /// on top of this snapshot (a reader's failure must never drop data from the backup), and
-    /// the next load of the same generation fetches them again.
-    pub missing: BTreeMap<String, FileEntry>,
+    /// Sets the manifest names that could not be loaded, by path. They stay in every manifest
+    /// written on top of this snapshot (a reader's failure must never drop data from the
+    /// backup), queries that cover their windows say so, and they are fetched again with
+    /// backoff.
+    pub missing: BTreeMap<String, Missing>,
 }
 
 impl Snapshot {
@@ -56,11 +118,12 @@ impl Snapshot {
         self.generation > 0
     }
 
-    /// Builds a snapshot from a manifest and its loaded sets.
+    /// Builds a snapshot from a manifest, the sets loaded and the ones that could not be.
     pub fn build(
         manifest: &Manifest,
         files: BTreeMap<String, (FileEntry, LoadedSet)>,
-        problems: Vec<String>,
+        missing: BTreeMap<String, Missing>,
+        origin: Origin,
     ) -> Self {
         let mut allocations = BTreeMap::new();
         let mut assets = BTreeMap::new();
@@ -74,30 +137,54 @@ impl Snapshot {
                 }
             }
         }
-        let missing = manifest
-            .files
-            .iter()
-            .filter(|(p, _)| !files.contains_key(*p))
-            .map(|(p, e)| (p.clone(), e.clone()))
-            .collect();
         Self {
-            missing,
             generation: manifest.generation,
             term: manifest.term,
             writer: manifest.writer.clone(),
             updated: Some(manifest.updated),
+            origin,
             files,
             allocations,
             assets,
-            problems,
+            missing,
         }
     }
 
-    /// The manifest this snapshot was loaded from, as far as its files go.
+    /// Whether this snapshot can answer anything: it is loaded, and unless its manifest names
+    /// no set at all, at least one of its sets loaded.
+    pub fn servable(&self) -> bool {
+        self.is_loaded() && (!self.files.is_empty() || self.missing.is_empty())
+    }
+
+    /// The windows of sets of `kind` at `resolution` that the manifest names, overlap `window`,
+    /// and could not be loaded: data that exists but that this replica cannot serve.
+    pub fn unavailable(
+        &self,
+        kind: SetKind,
+        resolution: Resolution,
+        window: Window,
+    ) -> Vec<Window> {
+        let mut out: Vec<Window> = self
+            .missing
+            .values()
+            .map(|m| &m.entry)
+            .filter(|e| e.kind == kind && e.resolution == resolution)
+            .map(|e| Window::new(e.start, e.end))
+            .filter(|w| w.intersect(&window).is_some())
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Every entry of the manifest this snapshot was loaded from, loaded or not.
     pub fn file_entries(&self) -> BTreeMap<String, FileEntry> {
         let loaded = self.files.iter().map(|(p, (e, _))| (p.clone(), e.clone()));
         loaded
-            .chain(self.missing.iter().map(|(p, e)| (p.clone(), e.clone())))
+            .chain(
+                self.missing
+                    .iter()
+                    .map(|(p, m)| (p.clone(), m.entry.clone())),
+            )
             .collect()
     }
 

@@ -29,15 +29,26 @@ pub struct Node {
 /// Starts a replica on `bucket`. Polls happen only when asked (the interval is an hour) or
 /// when the replica becomes a follower; the ETL builds one day back.
 pub fn node(identity: &str, bucket: Arc<dyn ObjectStore>) -> Node {
+    node_with(identity, bucket, |_| {})
+}
+
+/// [`node`], with the parts changed by `adjust` first (its own `etl_dir` is a fresh folder).
+pub fn node_with(
+    identity: &str,
+    bucket: Arc<dyn ObjectStore>,
+    adjust: impl FnOnce(&mut Parts),
+) -> Node {
     let (faulty, faults) = FaultyStore::new(bucket);
     let (backend, election) = ManualElection::new(identity);
     let etl_dir = tempfile::tempdir().unwrap();
-    let replica = app::start(parts(
+    let mut parts = parts(
         identity,
         Arc::new(faulty),
         Box::new(backend),
         etl_dir.path(),
-    ));
+    );
+    adjust(&mut parts);
+    let replica = app::start(parts);
     Node {
         replica,
         election,
@@ -85,6 +96,7 @@ pub fn parts(
         source: Arc::new(DemoCluster::new(SEED, PODS)),
         backend,
         poll_interval: Duration::from_secs(3600),
+        object_retry: Duration::from_secs(3600),
         etl_interval: Duration::from_secs(3600),
         backfill: chrono::Duration::days(1),
         hourly_retention: chrono::Duration::hours(49),
@@ -93,6 +105,8 @@ pub fn parts(
         lease_name: "test".into(),
         lease_namespace: None,
         query_threads: 1,
+        max_heavy_queries: 4,
+        limits: cost_model::api::QueryLimits::default(),
     }
 }
 
