@@ -11,6 +11,10 @@
 //! followers' polls drift out of step with the leader's renewals. The killed or stopped
 //! replica is started again with the same identity after each round and must follow before
 //! the next one. Run with `cargo bench --bench failover` (`FAILOVER_ROUNDS=3` for a quick look).
+#![expect(
+    clippy::disallowed_methods,
+    reason = "bench knobs come from the environment"
+)]
 
 #[path = "../tests/kube_support/mod.rs"]
 mod kube_support;

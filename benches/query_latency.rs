@@ -6,6 +6,10 @@
 //! loaded snapshot only, so the figures should not move when polls crawl or hang.
 //!
 //! `cargo bench --bench query_latency` (`BENCH_QUERIES`, `DEMO_PODS` to resize).
+#![expect(
+    clippy::disallowed_methods,
+    reason = "bench knobs come from the environment"
+)]
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

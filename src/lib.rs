@@ -5,6 +5,16 @@
 //! non-zero exit. The README describes the whole.
 
 #![forbid(unsafe_code)]
+#![warn(missing_docs, unreachable_pub)]
+#![cfg_attr(
+    not(test),
+    warn(
+        clippy::unwrap_used,
+        clippy::panic,
+        clippy::print_stdout,
+        clippy::print_stderr
+    )
+)]
 
 pub mod api;
 pub mod app;
@@ -19,11 +29,14 @@ pub mod role;
 pub mod storage;
 pub mod supervise;
 
-/// Initialises logging: `RUST_LOG` filters (default `info`), text or JSON lines.
+/// Initialises logging: `RUST_LOG` filters (default `info`), text or JSON lines. By default the
+/// Kubernetes client's own per-request error lines are off: the election logs each failure
+/// itself, once per change of state, instead of an ERROR every retry period.
 pub fn init_tracing(json: bool) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info,actix_server=warn"));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        EnvFilter::new("info,actix_server=warn,kube_client::client::builder=off")
+    });
     use std::io::IsTerminal;
     // Colour only on a terminal: log files and collectors get plain text.
     let builder = tracing_subscriber::fmt()

@@ -16,7 +16,12 @@ fn main() -> ExitCode {
     // Both rustls providers are compiled in (kube: ring, object_store: aws-lc-rs), so rustls
     // cannot choose; the Kubernetes client needs a process-wide default.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let cfg = match Config::load(std::env::args_os(), &|k| std::env::var(k).ok()) {
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "the one place the process environment is read: Config::load's lookup"
+    )]
+    let env = |k: &str| std::env::var(k).ok();
+    let cfg = match Config::load(std::env::args_os(), &env) {
         Ok(c) => c,
         Err(e) if !e.use_stderr() => {
             // --help and --version.

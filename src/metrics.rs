@@ -78,6 +78,8 @@ pub struct Metrics {
     pub query_seconds: Histogram,
     /// Queries admitted to each lane (running or queued), as of the last scrape.
     pub lane_admitted: Family<LaneLabel, Gauge>,
+    /// Failed election attempts by kind (`unreachable`, `forbidden`, `api`, ...).
+    pub election_failures: Family<ResultLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -108,6 +110,7 @@ impl Metrics {
             data_age_seconds: Gauge::default(),
             query_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
             lane_admitted: Family::default(),
+            election_failures: Family::default(),
         };
         r.register(
             "costmodel_is_leader",
@@ -178,6 +181,11 @@ impl Metrics {
             "costmodel_data_age_seconds",
             "Seconds since the loaded generation was published",
             m.data_age_seconds.clone(),
+        );
+        r.register(
+            "costmodel_election_failures",
+            "Failed election attempts (Lease requests) by kind",
+            m.election_failures.clone(),
         );
         r.register(
             "costmodel_query_lane_admitted",

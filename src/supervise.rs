@@ -131,6 +131,16 @@ fn record(inner: &Inner, actor: &'static str, reason: String) {
 #[rtype(result = "()")]
 pub struct Crash;
 
+/// What a critical actor does on [`Crash`]: panic, as a bug would.
+#[cfg(feature = "test-support")]
+#[expect(
+    clippy::panic,
+    reason = "the debug route makes an actor panic on purpose"
+)]
+pub fn crash() -> ! {
+    panic!("crash requested by a test")
+}
+
 thread_local! {
     /// The message and location of the last panic on this thread.
     static LAST_PANIC: RefCell<Option<String>> = const { RefCell::new(None) };

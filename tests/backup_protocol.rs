@@ -1,4 +1,4 @@
-//! The manifest protocol (DESIGN.md §5), one suite run on every store available here: the
+//! The manifest protocol (`src/storage/manifest.rs`, the README's "How it works"), one suite run on every store available here: the
 //! in-memory store and a real local folder (the `FILESYSTEM` bucket).
 
 mod support;

@@ -2,103 +2,18 @@
 //! that match costs computed here, independently, from the demo cluster's definition; a
 //! follower on the same bucket converges to the same totals after one poll.
 
+mod proc;
+
 use std::collections::BTreeMap;
-use std::net::TcpListener;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use cost_model::etl::demo::{DemoCluster, Kind, STORAGE_PRICE};
 use cost_model::model::Resolution;
+use proc::{spawn, wait_for};
 
 const GIB: f64 = 1024.0 * 1024.0 * 1024.0;
-
-struct Proc {
-    child: Child,
-    port: u16,
-    log: std::path::PathBuf,
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Proc {
-    fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
-    }
-    fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        text.lines()
-            .rev()
-            .take(30)
-            .collect::<Vec<_>>()
-            .into_iter()
-            .rev()
-            .collect::<Vec<_>>()
-            .join("\n")
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn spawn(dir: &Path, name: &str, args: &[&str]) -> Proc {
-    let port = free_port();
-    let log = dir.join(format!("{name}.log"));
-    let child = Command::new(env!("CARGO_BIN_EXE_cost-model"))
-        .args(["--listen", &format!("127.0.0.1:{port}"), "--identity", name])
-        .args([
-            "--etl-dir",
-            dir.join(format!("{name}-etl")).to_str().unwrap(),
-        ])
-        .args(args)
-        .env("RUST_LOG", "info")
-        .env_remove("LEADER_FOLLOWER_ENABLED")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    Proc { child, port, log }
-}
-
-async fn get_json(client: &reqwest::Client, url: &str) -> Option<(u16, serde_json::Value)> {
-    let resp = client.get(url).send().await.ok()?;
-    let status = resp.status().as_u16();
-    Some((status, resp.json().await.ok()?))
-}
-
-/// Polls `url` until `ok` accepts the JSON, for at most 90 s.
-async fn wait_for(
-    p: &Proc,
-    client: &reqwest::Client,
-    path: &str,
-    ok: impl Fn(u16, &serde_json::Value) -> bool,
-) -> serde_json::Value {
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        if let Some((status, body)) = get_json(client, &p.url(path)).await
-            && ok(status, &body)
-        {
-            return body;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out on {path}; log:\n{}",
-            p.log_tail()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 /// Namespace → total cost of the demo cluster over `[start, start + 1 day)`, computed straight
 /// from the cluster's definition: max(request, usage) × time × node price, volumes by size ×

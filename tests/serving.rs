@@ -539,3 +539,25 @@ async fn every_route_answers_head_and_refuses_other_methods_in_json() {
     assert_eq!(status, 404);
     assert_eq!(body["code"], 404);
 }
+
+#[actix_web::test]
+async fn a_query_that_panics_is_a_500_and_the_replica_carries_on() {
+    let n = built(Arc::new(InMemory::new())).await;
+    let svc = service!(n);
+    let (status, _, body) = call!(svc, test::TestRequest::get().uri("/debug/panic-query"));
+    assert_eq!(status, 500, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("crash requested by a test"),
+        "{body}"
+    );
+    let (status, _, _) = call!(svc, test::TestRequest::get().uri("/healthz"));
+    assert_eq!(status, 200);
+    let (status, _, _) = call!(
+        svc,
+        test::TestRequest::get().uri("/model/allocation?window=1d&aggregate=namespace")
+    );
+    assert_eq!(status, 200, "the lane still answers");
+}

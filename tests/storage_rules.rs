@@ -1,4 +1,4 @@
-//! The leader/follower storage rules of DESIGN.md §2, each driven through the real actors and
+//! The leader/follower storage rules (the numbered list in `src/storage/controller.rs`), each driven through the real actors and
 //! role changes (manual election), over a fault-injecting bucket.
 
 mod support;

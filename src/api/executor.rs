@@ -22,11 +22,11 @@ use crate::model::{SetKind, Window};
 use crate::query::{AllocationQuery, AssetQuery, Cancelled, Cost};
 use crate::storage::Snapshot;
 
-/// Queries estimated above this cost run in the heavy lane by default: about a million rows scanned, or
-/// fifty thousand rows encoded one by one. A 30-day `aggregate=namespace` query on 10,000 pods
-/// (about 570,000 rows, one per pod and day) stays cheap; unaggregated or per-pod queries over
-/// more than a few thousand pods and days are heavy.
-pub const HEAVY_COST: Cost = 1_000_000;
+/// Queries estimated above this cost run in the heavy lane by default: about five million rows
+/// scanned, or twenty thousand rows encoded one by one (see the weight in `query`). A 90-day
+/// `aggregate=namespace` query on 10,000 pods (1.7 million rows scanned, a few dozen out) stays
+/// cheap; unaggregated or per-pod answers of more than twenty thousand rows are heavy.
+pub const HEAVY_COST: Cost = 5_000_000;
 /// How many cheap queries may be admitted at once (running or queued).
 const LIGHT_ADMITTED: usize = 64;
 
@@ -42,6 +42,9 @@ pub enum QueryKind {
     /// known length, to test cancellation and admission).
     #[cfg(feature = "test-support")]
     Stall(std::time::Duration),
+    /// A query that panics (`test-support` builds: a bug in the query engine).
+    #[cfg(feature = "test-support")]
+    Panic,
 }
 
 impl QueryKind {
@@ -58,7 +61,7 @@ impl QueryKind {
                 snapshot.unavailable(SetKind::Assets, res, q.window)
             }
             #[cfg(feature = "test-support")]
-            QueryKind::Stall(_) => Vec::new(),
+            QueryKind::Stall(_) | QueryKind::Panic => Vec::new(),
         }
     }
 
@@ -69,6 +72,8 @@ impl QueryKind {
             QueryKind::Assets(q) => q.cost(&snapshot.assets, now),
             #[cfg(feature = "test-support")]
             QueryKind::Stall(_) => Cost::MAX,
+            #[cfg(feature = "test-support")]
+            QueryKind::Panic => 0,
         }
     }
 }
@@ -178,11 +183,17 @@ fn execute(msg: &RunQuery) -> Result<Vec<u8>, QueryError> {
                 if cancel.is_cancelled() {
                     return Err(QueryError::Cancelled);
                 }
+                #[expect(
+                    clippy::disallowed_methods,
+                    reason = "a query worker is a thread of its own; this one stands for CPU work"
+                )]
                 std::thread::sleep(std::time::Duration::from_millis(5));
             }
             body.open_array()?;
             Ok(body.close_array(warning)?)
         }
+        #[cfg(feature = "test-support")]
+        QueryKind::Panic => crate::supervise::crash(),
     }
 }
 

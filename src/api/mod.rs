@@ -142,7 +142,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     }
     #[cfg(feature = "test-support")]
     cfg.route("/debug/crash/{actor}", web::post().to(crash))
-        .route("/debug/stall", web::get().to(stall));
+        .route("/debug/stall", web::get().to(stall))
+        .route("/debug/panic-query", web::get().to(panic_query));
     cfg.route(head::OVERSIZED_PATH, web::to(oversized));
     get(cfg, "/metrics", metrics);
     get(cfg, "/", status_page);
@@ -522,6 +523,12 @@ async fn stall(
     let seconds = q.get("seconds").and_then(|s| s.parse().ok()).unwrap_or(60);
     let kind = QueryKind::Stall(Duration::from_secs(seconds));
     run(&state, kind, Utc::now()).await
+}
+
+/// A query that panics (`test-support` builds only): what a bug in the query engine would do.
+#[cfg(feature = "test-support")]
+async fn panic_query(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    run(&state, QueryKind::Panic, Utc::now()).await
 }
 
 /// Makes a critical actor panic (`test-support` builds only): what a bug would do.

@@ -81,6 +81,7 @@ impl Actor for Elector {
             shutdown: self.shutdown.clone(),
             step_down: self.step_down.clone(),
             term_floor: self.term_floor.subscribe(),
+            failures: self.metrics.election_failures.clone(),
         };
         let (done_tx, done_rx) = oneshot::channel();
         self.done = Some(done_rx);
@@ -192,6 +193,6 @@ impl Handler<crate::supervise::Crash> for Elector {
     type Result = ();
 
     fn handle(&mut self, _: crate::supervise::Crash, _: &mut Self::Context) {
-        panic!("crash requested by a test");
+        crate::supervise::crash()
     }
 }

@@ -78,10 +78,15 @@ pub enum SetupError {
 /// Builds the Lease backend: loads the Kubernetes client configuration (`KUBECONFIG`, else
 /// in-cluster) and the namespace.
 pub async fn backend(settings: KubernetesSettings) -> Result<Box<dyn ElectionBackend>, SetupError> {
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "kube reads KUBECONFIG itself; this only names it in the error"
+    )]
+    let kubeconfig = std::env::var_os("KUBECONFIG");
     let mut kube_config = kube::Config::infer()
         .await
         .map_err(|e| SetupError::Kubeconfig {
-            looked_in: match std::env::var_os("KUBECONFIG") {
+            looked_in: match kubeconfig {
                 Some(p) => format!("KUBECONFIG={}", p.to_string_lossy()),
                 None => "KUBECONFIG unset, ~/.kube/config or the in-cluster service account".into(),
             },
@@ -266,7 +271,14 @@ impl Campaigner {
             let may_acquire = self.cooldown_until.is_none();
             let deadline = self.deadline();
             match race(&c, deadline, self.attempt(floor, may_acquire)).await {
-                Event::Done(outcome) => self.apply(outcome),
+                Event::Done(outcome) => {
+                    if let Attempt::Failed(e) = &outcome {
+                        c.failures
+                            .get_or_create(&crate::metrics::ResultLabel::of(e.label()))
+                            .inc();
+                    }
+                    self.apply(outcome)
+                }
                 Event::Shutdown => return self.stop(&c).await,
                 Event::StepDown => self.step_down(&c).await,
                 Event::Deadline => self.lose_on_deadline(),

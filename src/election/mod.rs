@@ -15,9 +15,12 @@ pub use manual::{ManualElection, ManualHandle};
 pub use simple::{FollowerElection, StandaloneElection};
 
 use futures::future::BoxFuture;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
+use crate::metrics::ResultLabel;
 use crate::role::Role;
 
 /// What a lease looked like when last observed.
@@ -126,6 +129,9 @@ pub struct Campaign {
     /// The highest term storage has seen in the bucket (from [`crate::role::BucketTerm`]). A
     /// backend that hands out terms must never hand out one at or below it.
     pub term_floor: watch::Receiver<u64>,
+    /// Failed attempts to campaign, by [`ElectionError::label`]: counted on every attempt,
+    /// while the log says it only when the failure changes.
+    pub failures: Family<ResultLabel, Counter>,
 }
 
 /// An election backend.

@@ -63,18 +63,26 @@ impl Kind {
 /// A node of the demo cluster.
 #[derive(Clone, Debug, PartialEq)]
 pub struct DemoNode {
+    /// Node name.
     pub name: String,
+    /// Instance type.
     pub instance_type: String,
+    /// CPU capacity, in cores.
     pub cpu_cores: f64,
+    /// RAM capacity, in bytes.
     pub ram_bytes: f64,
+    /// $ per core-hour.
     pub cpu_price: f64,
+    /// $ per GiB-hour.
     pub ram_price: f64,
+    /// Whether the node runs at spot prices.
     pub spot: bool,
 }
 
 /// A container template.
 #[derive(Clone, Debug, PartialEq)]
 pub struct DemoContainer {
+    /// Container name.
     pub name: String,
     /// Cores.
     pub cpu_request: f64,
@@ -89,11 +97,17 @@ pub struct DemoContainer {
 /// A controller and its pods' template.
 #[derive(Clone, Debug, PartialEq)]
 pub struct DemoWorkload {
+    /// Namespace.
     pub namespace: String,
+    /// Controller name, also its pods' `app` label.
     pub name: String,
+    /// Controller kind.
     pub kind: Kind,
+    /// Pods it runs (per run, for a job; a daemonset runs one per node).
     pub replicas: usize,
+    /// The containers of each pod.
     pub containers: Vec<DemoContainer>,
+    /// Labels of its pods.
     pub labels: BTreeMap<String, String>,
     /// Persistent volume size per pod (statefulsets).
     pub volume_bytes: Option<f64>,
@@ -102,16 +116,22 @@ pub struct DemoWorkload {
 /// A load balancer service selecting one workload's pods.
 #[derive(Clone, Debug, PartialEq)]
 pub struct DemoLoadBalancer {
+    /// The service's namespace.
     pub namespace: String,
+    /// Service name.
     pub service: String,
+    /// Name of the workload, in the same namespace, whose pods it selects.
     pub workload: String,
+    /// Ingress IP.
     pub ip: String,
+    /// $ per hour.
     pub price: f64,
 }
 
 /// A pod running (part of) one hour.
 #[derive(Clone, Debug, PartialEq)]
 pub struct DemoPod {
+    /// Pod name.
     pub name: String,
     /// Index into [`DemoCluster::workloads`].
     pub workload: usize,
@@ -119,6 +139,7 @@ pub struct DemoPod {
     pub node: usize,
     /// When the pod runs within the hour asked about.
     pub start: DateTime<Utc>,
+    /// When the pod stops running within the hour asked about.
     pub end: DateTime<Utc>,
     /// Claim name of its volume (statefulsets).
     pub claim: Option<String>,
@@ -127,9 +148,13 @@ pub struct DemoPod {
 /// The demo cluster: a pure function of `(seed, pods)`.
 #[derive(Clone, Debug)]
 pub struct DemoCluster {
+    /// The seed every name, placement and usage derives from.
     pub seed: u64,
+    /// The nodes.
     pub nodes: Vec<DemoNode>,
+    /// The controllers and their pod templates.
     pub workloads: Vec<DemoWorkload>,
+    /// The load balancer services.
     pub load_balancers: Vec<DemoLoadBalancer>,
     /// An orphaned volume no pod mounts: (pv name, claim namespace, claim name, bytes).
     pub orphan_volume: (String, String, String, f64),
@@ -490,9 +515,13 @@ impl DemoCluster {
 /// One container's usage in one hour.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Usage {
+    /// CPU usage, in cores.
     pub cpu: f64,
+    /// RAM usage, in bytes.
     pub ram: f64,
+    /// Peak CPU usage in the hour, in cores.
     pub cpu_max: f64,
+    /// Peak RAM usage in the hour, in bytes.
     pub ram_max: f64,
 }
 

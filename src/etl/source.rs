@@ -11,44 +11,70 @@ use crate::model::Window;
 /// A node over a window.
 #[derive(Clone, Debug, PartialEq)]
 pub struct NodeUsage {
+    /// Node name.
     pub name: String,
+    /// Instance type.
     pub instance_type: String,
+    /// The provider's id of the node.
     pub provider_id: String,
+    /// CPU capacity, in cores.
     pub cpu_cores: f64,
+    /// RAM capacity, in bytes.
     pub ram_bytes: f64,
     /// $ per core-hour (`node_cpu_hourly_cost`).
     pub cpu_price: f64,
     /// $ per GiB-hour (`node_ram_hourly_cost`).
     pub ram_price: f64,
+    /// Whether the node runs at spot (preemptible) prices.
     pub spot: bool,
+    /// When the node started running within the window.
     pub start: DateTime<Utc>,
+    /// When the node stopped running within the window.
     pub end: DateTime<Utc>,
+    /// Node labels, keys Prometheus-sanitised.
     pub labels: BTreeMap<String, String>,
 }
 
 /// One container of one pod over a window.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ContainerUsage {
+    /// The pod's namespace.
     pub namespace: String,
+    /// Pod name.
     pub pod: String,
+    /// Container name.
     pub container: String,
+    /// Name of the node the pod ran on.
     pub node: String,
+    /// Name of the pod's controller (empty when it has none).
     pub controller: String,
+    /// Controller kind, lower case (`deployment`, `statefulset`, ...).
     pub controller_kind: String,
+    /// Pod labels, keys Prometheus-sanitised.
     pub labels: BTreeMap<String, String>,
+    /// Services selecting the pod.
     pub services: Vec<String>,
+    /// When the container started running within the window.
     pub start: DateTime<Utc>,
+    /// When the container stopped running within the window.
     pub end: DateTime<Utc>,
     /// Average request (cores) over the running time.
     pub cpu_request_avg: f64,
+    /// Average usage (cores) over the running time.
     pub cpu_usage_avg: f64,
+    /// Peak usage, in cores.
     pub cpu_usage_max: f64,
+    /// Average limit (cores) over the running time.
     pub cpu_limit_avg: f64,
     /// ∫ max(request, usage) dt, in core-hours.
     pub cpu_core_hours: f64,
+    /// Average request (bytes) over the running time.
     pub ram_request_avg: f64,
+    /// Average usage (bytes) over the running time.
     pub ram_usage_avg: f64,
+    /// Peak usage, in bytes.
     pub ram_usage_max: f64,
+    /// Average limit (bytes) over the running time.
     pub ram_limit_avg: f64,
     /// ∫ max(request, usage) dt, in byte-hours.
     pub ram_byte_hours: f64,
@@ -57,29 +83,42 @@ pub struct ContainerUsage {
 /// A persistent volume and the pod claiming it (if any) over a window.
 #[derive(Clone, Debug, PartialEq)]
 pub struct VolumeUsage {
+    /// Persistent volume name.
     pub name: String,
+    /// The provider's id of the volume.
     pub provider_id: String,
+    /// Size, in bytes.
     pub bytes: f64,
     /// $ per GiB-hour (`pv_hourly_cost`).
     pub price: f64,
+    /// Storage class.
     pub storage_class: String,
+    /// Namespace of the claim bound to the volume.
     pub claim_namespace: String,
+    /// Name of the claim bound to the volume.
     pub claim_name: String,
     /// `(namespace, pod)` of the pod mounting the claim, when one runs.
     pub mounted_by: Option<(String, String)>,
+    /// When the volume started existing within the window.
     pub start: DateTime<Utc>,
+    /// When the volume stopped existing within the window.
     pub end: DateTime<Utc>,
 }
 
 /// A load balancer service over a window.
 #[derive(Clone, Debug, PartialEq)]
 pub struct LoadBalancerUsage {
+    /// The service's namespace.
     pub namespace: String,
+    /// Service name.
     pub service: String,
+    /// Ingress IP.
     pub ip: String,
     /// $ per hour.
     pub price: f64,
+    /// When the load balancer started running within the window.
     pub start: DateTime<Utc>,
+    /// When the load balancer stopped running within the window.
     pub end: DateTime<Utc>,
     /// `(namespace, pod)` of every pod the service selects.
     pub pods: Vec<(String, String)>,
@@ -88,12 +127,17 @@ pub struct LoadBalancerUsage {
 /// Everything a source knows about one window.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ClusterWindow {
+    /// The window asked about.
     pub window: Window,
     /// How far the data reaches (`window.end`, or now for the window being built).
     pub data_end: DateTime<Utc>,
+    /// Nodes that ran in the window.
     pub nodes: Vec<NodeUsage>,
+    /// Containers that ran in the window.
     pub containers: Vec<ContainerUsage>,
+    /// Persistent volumes that existed in the window.
     pub volumes: Vec<VolumeUsage>,
+    /// Load balancer services that ran in the window.
     pub load_balancers: Vec<LoadBalancerUsage>,
 }
 

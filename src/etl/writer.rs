@@ -256,7 +256,7 @@ impl Handler<crate::supervise::Crash> for EtlWriter {
     type Result = ();
 
     fn handle(&mut self, _: crate::supervise::Crash, _: &mut Self::Context) {
-        panic!("crash requested by a test");
+        crate::supervise::crash()
     }
 }
 

@@ -62,7 +62,7 @@ pub struct AllocationProperties {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PvAllocation {
-    /// GiB-agnostic byte-hours of the volume attributed here.
+    /// Byte-hours of the volume attributed here (bytes claimed × hours).
     pub byte_hours: f64,
     /// Cost attributed here.
     pub cost: f64,
@@ -93,48 +93,90 @@ pub struct LbAllocation {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct Allocation {
+    /// Allocation name: `cluster/node/namespace/pod/container` for a container, the
+    /// aggregation key once aggregated (`name`).
     pub name: String,
+    /// Kubernetes identity (`properties`); an aggregate keeps only the aggregated properties.
     pub properties: AllocationProperties,
+    /// The ETL window the allocation belongs to, widened to cover both when two are added
+    /// (`window`).
     pub window: Option<Window>,
+    /// When the allocation started running within its window (`start`).
     pub start: Option<DateTime<Utc>>,
+    /// When the allocation stopped running within its window (`end`).
     pub end: Option<DateTime<Utc>>,
+    /// Average CPU request over the running time, in cores (`cpuCoreRequestAverage`).
     pub cpu_core_request_average: f64,
+    /// Average CPU usage over the running time, in cores (`cpuCoreUsageAverage`).
     pub cpu_core_usage_average: f64,
+    /// Average CPU limit over the running time, in cores (`cpuCoreLimitAverage`).
     pub cpu_core_limit_average: f64,
+    /// CPU allocated, ∫ max(request, usage) dt, in core-hours (`cpuCoreHours`).
     pub cpu_core_hours: f64,
+    /// CPU cost, in $ (`cpuCost`); includes any idle cost shared onto it (`cpu_cost_idle`).
     pub cpu_cost: f64,
+    /// Adjustment to the CPU cost, in $ (`cpuCostAdjustment`).
     pub cpu_cost_adjustment: f64,
+    /// The part of `cpu_cost` that is shared idle cost (`shareIdle`), in $ (`cpuCostIdle`).
     pub cpu_cost_idle: f64,
+    /// Average GPUs requested over the running time (`gpuRequestAverage`).
     pub gpu_request_average: f64,
+    /// Average GPUs used over the running time (`gpuUsageAverage`).
     pub gpu_usage_average: f64,
+    /// GPUs allocated, in GPU-hours (`gpuHours`).
     pub gpu_hours: f64,
+    /// GPU cost, in $ (`gpuCost`); includes any idle cost shared onto it (`gpu_cost_idle`).
     pub gpu_cost: f64,
+    /// Adjustment to the GPU cost, in $ (`gpuCostAdjustment`).
     pub gpu_cost_adjustment: f64,
+    /// The part of `gpu_cost` that is shared idle cost (`shareIdle`), in $ (`gpuCostIdle`).
     pub gpu_cost_idle: f64,
+    /// Network bytes sent (`networkTransferBytes`).
     pub network_transfer_bytes: f64,
+    /// Network bytes received (`networkReceiveBytes`).
     pub network_receive_bytes: f64,
+    /// Network cost, in $ (`networkCost`).
     pub network_cost: f64,
+    /// Network cost of traffic across zones, in $ (`networkCrossZoneCost`).
     pub network_cross_zone_cost: f64,
+    /// Network cost of traffic across regions, in $ (`networkCrossRegionCost`).
     pub network_cross_region_cost: f64,
+    /// Network cost of traffic to the internet, in $ (`networkInternetCost`).
     pub network_internet_cost: f64,
+    /// Adjustment to the network cost, in $ (`networkCostAdjustment`).
     pub network_cost_adjustment: f64,
+    /// Load balancer cost attributed here, in $ (`loadBalancerCost`); per service in
+    /// `lb_allocations`.
     pub load_balancer_cost: f64,
+    /// Adjustment to the load balancer cost, in $ (`loadBalancerCostAdjustment`).
     pub load_balancer_cost_adjustment: f64,
+    /// Persistent volumes' shares, keyed `cluster=<cluster>:name=<pv name>` (`pvs`).
     pub pvs: BTreeMap<String, PvAllocation>,
+    /// Adjustment to the volume cost, in $ (`pvCostAdjustment`).
     pub pv_cost_adjustment: f64,
+    /// Average RAM request over the running time, in bytes (`ramByteRequestAverage`).
     pub ram_byte_request_average: f64,
+    /// Average RAM usage over the running time, in bytes (`ramByteUsageAverage`).
     pub ram_byte_usage_average: f64,
+    /// Average RAM limit over the running time, in bytes (`ramByteLimitAverage`).
     pub ram_byte_limit_average: f64,
+    /// RAM allocated, ∫ max(request, usage) dt, in byte-hours (`ramByteHours`).
     pub ram_byte_hours: f64,
+    /// RAM cost, in $ (`ramCost`); includes any idle cost shared onto it (`ram_cost_idle`).
     pub ram_cost: f64,
+    /// Adjustment to the RAM cost, in $ (`ramCostAdjustment`).
     pub ram_cost_adjustment: f64,
+    /// The part of `ram_cost` that is shared idle cost (`shareIdle`), in $ (`ramCostIdle`).
     pub ram_cost_idle: f64,
+    /// Cost of resources outside the cluster attributed here, in $ (`externalCost`).
     pub external_cost: f64,
+    /// Shared overhead cost distributed onto this allocation, in $ (`sharedCost`).
     pub shared_cost: f64,
     /// Peak CPU usage (cores); only meaningful on an unaggregated allocation.
     pub cpu_core_usage_max: f64,
     /// Peak RAM usage (bytes); only meaningful on an unaggregated allocation.
     pub ram_byte_usage_max: f64,
+    /// Load balancers' shares, keyed by `namespace/service` (`lbAllocations`).
     pub lb_allocations: BTreeMap<String, LbAllocation>,
 }
 
@@ -187,21 +229,27 @@ impl Allocation {
         self.pvs.values().map(|p| p.cost).sum()
     }
 
+    /// CPU cost plus its adjustment, in $.
     pub fn cpu_total_cost(&self) -> f64 {
         self.cpu_cost + self.cpu_cost_adjustment
     }
+    /// RAM cost plus its adjustment, in $.
     pub fn ram_total_cost(&self) -> f64 {
         self.ram_cost + self.ram_cost_adjustment
     }
+    /// GPU cost plus its adjustment, in $.
     pub fn gpu_total_cost(&self) -> f64 {
         self.gpu_cost + self.gpu_cost_adjustment
     }
+    /// Volume cost plus its adjustment, in $.
     pub fn pv_total_cost(&self) -> f64 {
         self.pv_cost() + self.pv_cost_adjustment
     }
+    /// Network cost plus its adjustment, in $.
     pub fn network_total_cost(&self) -> f64 {
         self.network_cost + self.network_cost_adjustment
     }
+    /// Load balancer cost plus its adjustment, in $.
     pub fn lb_total_cost(&self) -> f64 {
         self.load_balancer_cost + self.load_balancer_cost_adjustment
     }
@@ -230,6 +278,8 @@ impl Allocation {
             0.0
         }
     }
+    /// CPU usage ÷ request (`cpuEfficiency`); without a request, 1 when CPU was used and paid
+    /// for, else 0.
     pub fn cpu_efficiency(&self) -> f64 {
         Self::efficiency(
             self.cpu_core_usage_average,
@@ -237,6 +287,8 @@ impl Allocation {
             self.cpu_cost,
         )
     }
+    /// RAM usage ÷ request (`ramEfficiency`); without a request, 1 when RAM was used and paid
+    /// for, else 0.
     pub fn ram_efficiency(&self) -> f64 {
         Self::efficiency(
             self.ram_byte_usage_average,
@@ -244,6 +296,7 @@ impl Allocation {
             self.ram_cost,
         )
     }
+    /// GPU usage ÷ request (`gpuEfficiency`); 0 unless both are positive.
     pub fn gpu_efficiency(&self) -> f64 {
         if self.gpu_request_average > 0.0 && self.gpu_usage_average > 0.0 {
             self.gpu_usage_average / self.gpu_request_average
@@ -380,18 +433,6 @@ pub struct AllocationSet {
     pub data_end: DateTime<Utc>,
     /// The allocations, unaggregated, including per-node idle allocations.
     pub allocations: Vec<Allocation>,
-}
-
-impl AllocationSet {
-    /// Whether the set covers its whole window.
-    pub fn is_complete(&self) -> bool {
-        self.data_end >= self.window.end
-    }
-
-    /// Sum of every allocation's total cost.
-    pub fn total_cost(&self) -> f64 {
-        self.allocations.iter().map(Allocation::total_cost).sum()
-    }
 }
 
 #[cfg(test)]

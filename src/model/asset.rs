@@ -12,42 +12,69 @@ use super::{Resolution, Window};
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct Asset {
-    /// `Node`, `Disk` or `LoadBalancer`.
+    /// `Node`, `Disk` or `LoadBalancer` (`type`); `Any` once assets of different types are
+    /// aggregated together.
     #[serde(rename = "type")]
     pub kind: String,
     /// Asset name (node name, volume name, `namespace/service`).
     pub name: String,
+    /// Cluster id (`properties.cluster`).
     pub cluster: String,
+    /// Provider name (`properties.provider`).
     pub provider: String,
+    /// The provider's id: node instance id, volume id or load balancer IP
+    /// (`properties.providerID`).
     #[serde(rename = "providerID")]
     pub provider_id: String,
+    /// `Compute`, `Storage` or `Network` (`properties.category`).
     pub category: String,
+    /// The service billing the asset, `Kubernetes` for cluster assets (`properties.service`).
     pub service: String,
+    /// Asset labels; a node's Kubernetes labels (`labels`).
     pub labels: BTreeMap<String, String>,
+    /// The ETL window the asset belongs to, widened when assets are aggregated (`window`).
     pub window: Option<Window>,
+    /// When the asset started running within its window (`start`).
     pub start: Option<DateTime<Utc>>,
+    /// When the asset stopped running within its window (`end`).
     pub end: Option<DateTime<Utc>>,
+    /// Adjustment to the asset's cost, in $ (`adjustment`).
     pub adjustment: f64,
     /// Node: instance type.
     pub node_type: String,
+    /// Node: 1 when priced as spot (preemptible), else 0 (`preemptible`).
     pub preemptible: f64,
+    /// Node: CPU capacity, in cores (`cpuCores`).
     pub cpu_cores: f64,
+    /// Node: RAM capacity, in bytes (`ramBytes`).
     pub ram_bytes: f64,
+    /// Node: CPU capacity over its running time, in core-hours (`cpuCoreHours`).
     pub cpu_core_hours: f64,
+    /// Node: RAM capacity over its running time, in byte-hours (`ramByteHours`).
     pub ram_byte_hours: f64,
+    /// Node: GPUs over its running time, in GPU-hours (`GPUHours`).
     pub gpu_hours: f64,
+    /// Node: number of GPUs (`gpuCount`).
     pub gpu_count: f64,
+    /// Node: CPU cost over the window, in $ (`cpuCost`).
     pub cpu_cost: f64,
+    /// Node: RAM cost over the window, in $ (`ramCost`).
     pub ram_cost: f64,
+    /// Node: GPU cost over the window, in $ (`gpuCost`).
     pub gpu_cost: f64,
-    /// Disk: bytes and byte-hours.
+    /// Disk: size, in bytes (`bytes`).
     pub bytes: f64,
+    /// Disk: size over its running time, in byte-hours (`byteHours`).
     pub byte_hours: f64,
+    /// Disk: storage class (`storageClass`).
     pub storage_class: String,
+    /// Disk: name of the claim bound to the volume (`claimName`).
     pub claim_name: String,
+    /// Disk: namespace of the claim bound to the volume (`claimNamespace`).
     pub claim_namespace: String,
-    /// Load balancer: ingress IP and whether internal.
+    /// Load balancer: ingress IP (`ip`).
     pub ip: String,
+    /// Load balancer: whether it is internal, i.e. its IP is private (`private`).
     pub private: bool,
     /// Disk and load balancer: the cost over the window.
     pub cost: f64,
@@ -87,8 +114,13 @@ impl Asset {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AssetSet {
+    /// The ETL window this set belongs to (a whole hour or day).
     pub window: Window,
+    /// `1h` or `1d`.
     pub resolution: Resolution,
+    /// The end of the data in this set: `window.end` when the window is complete, earlier while
+    /// the window is still being built.
     pub data_end: DateTime<Utc>,
+    /// The assets, unaggregated: nodes, disks and load balancers.
     pub assets: Vec<Asset>,
 }

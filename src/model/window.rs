@@ -45,11 +45,6 @@ impl Window {
     pub fn union(&self, other: &Window) -> Window {
         Window::new(self.start.min(other.start), self.end.max(other.end))
     }
-
-    /// Whether `other` lies entirely inside this window.
-    pub fn contains(&self, other: &Window) -> bool {
-        self.start <= other.start && other.end <= self.end
-    }
 }
 
 /// The two resolutions the ETL keeps sets at.

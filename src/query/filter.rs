@@ -35,15 +35,27 @@ const LOOKUP_FROM: usize = 8;
 /// A filterable allocation field.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Field {
+    /// `cluster`: the cluster id.
     Cluster,
+    /// `node`: the node name.
     Node,
+    /// `namespace`.
     Namespace,
+    /// `controllerName`: the controller's name.
     ControllerName,
+    /// `controllerKind`, compared without case.
     ControllerKind,
+    /// `container`: the container name.
     Container,
+    /// `pod`: the pod name.
     Pod,
+    /// `services`: matches when any of the pod's services does (none, for a negated operator).
     Services,
+    /// `label[key]` (and the aliases `department`, `environment`, `owner`, `product`, `team`):
+    /// the value of the label with this sanitised key, empty when absent.
     Label(String),
+    /// `annotation[key]`: the value of the annotation with this sanitised key, empty when
+    /// absent.
     Annotation(String),
 }
 
@@ -57,13 +69,21 @@ impl Field {
 /// A comparison operator.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Op {
+    /// `:` equals one of the values.
     Eq,
+    /// `!:` equals none of the values.
     Neq,
+    /// `~:` contains one of the values.
     Contains,
+    /// `!~:` contains none of the values.
     NotContains,
+    /// `<~:` starts with one of the values.
     Prefix,
+    /// `!<~:` starts with none of the values.
     NotPrefix,
+    /// `~>:` ends with one of the values.
     Suffix,
+    /// `!~>:` ends with none of the values.
     NotSuffix,
 }
 

@@ -36,17 +36,28 @@ fn bad(param: &'static str, message: impl Into<String>) -> ParamError {
 /// One aggregation property.
 #[derive(Clone, Debug, PartialEq)]
 pub enum AggregateBy {
+    /// By cluster (`cluster`).
     Cluster,
+    /// By node (`node`).
     Node,
+    /// By namespace (`namespace`).
     Namespace,
+    /// By controller kind (`controllerKind`).
     ControllerKind,
+    /// By controller, keyed `kind:name` (`controller`).
     Controller,
     /// Controllers of one kind only (`deployment`, `statefulset`, ...); others are unallocated.
     ControllerOfKind(&'static str),
+    /// By pod (`pod`).
     Pod,
+    /// By container (`container`).
     Container,
+    /// By the first service selecting the pod (`service`).
     Service,
+    /// By the value of the label with this (sanitised) key (`label:<key>`, and the aliases
+    /// `department`, `environment`, `owner`, `product`, `team`).
     Label(String),
+    /// By the value of the annotation with this (sanitised) key (`annotation:<key>`).
     Annotation(String),
     /// Everything in one bucket.
     All,
@@ -176,23 +187,37 @@ pub enum Accumulate {
     None,
     /// One set for the whole window.
     All,
-    /// One set per this many seconds (`hour`, `day`, `week`).
+    /// One set per step of this length (`hour`, `day`, `week`).
     Every(Duration),
 }
 
 /// A parsed `/allocation` query.
 #[derive(Clone, Debug)]
 pub struct AllocationQuery {
+    /// The window asked about (`window`).
     pub window: Window,
+    /// Properties to aggregate by, the key joining their values with `/` (`aggregate`);
+    /// empty: no aggregation.
     pub aggregate: Vec<AggregateBy>,
+    /// How sets are combined over time (`accumulate` or `accumulateBy`).
     pub accumulate: Accumulate,
+    /// Length of each output set when not accumulating (`step`); `None`: a day for a window
+    /// read from daily sets, else an hour.
     pub step: Option<Duration>,
+    /// Whether idle allocations are included (`idle` or `includeIdle`; default true).
     pub idle: bool,
+    /// Whether idle cost is spread over the allocations instead of reported apart
+    /// (`shareIdle`).
     pub share_idle: bool,
+    /// Whether idle is reported per cluster rather than as one allocation (`splitIdle`).
     pub split_idle: bool,
+    /// Whether idle is reported per cluster and node (`idleByNode`).
     pub idle_by_node: bool,
+    /// Which allocations count (`filter`); `None`: all.
     pub filter: Option<Filter>,
+    /// How many allocations of each set to skip, most expensive first (`offset`).
     pub offset: usize,
+    /// The most allocations each set returns after `offset` (`limit`); `None`: all.
     pub limit: Option<usize>,
 }
 
@@ -345,7 +370,10 @@ fn parse_step(v: &str) -> Result<Duration, ParamError> {
 /// One output set: the step's window and its allocations, most expensive first.
 #[derive(Clone, Debug, PartialEq)]
 pub struct AllocationResult {
+    /// The step's window.
     pub window: Window,
+    /// The step's allocations after filtering, aggregation and idle handling, most expensive
+    /// first, paged.
     pub allocations: Vec<Allocation>,
 }
 
@@ -405,9 +433,11 @@ const CANCEL_CHECK_ROWS: usize = 1024;
 /// what admission control sorts cheap queries from heavy ones by.
 pub type Cost = u64;
 
-/// What encoding one output row costs relative to scanning one: a JSON allocation is a few
-/// hundred bytes to format, a scan a few hundred nanoseconds.
-const ENCODE_WEIGHT: u64 = 20;
+/// What one output row weighs against one row scanned. Scanning is a few hundred nanoseconds;
+/// an output row is a JSON allocation of about 1.5 KB to format and hold until it is sent, so
+/// its weight is set by memory as much as by time: 20,000 output rows weigh as much as five
+/// million rows scanned.
+const ENCODE_WEIGHT: u64 = 250;
 
 impl AllocationQuery {
     /// The step between output sets (`None`: one set for the whole window).
@@ -677,10 +707,17 @@ fn share_idle<'a>(
 /// A parsed `/assets` query.
 #[derive(Clone, Debug)]
 pub struct AssetQuery {
+    /// The window asked about (`window`).
     pub window: Window,
+    /// Asset properties to aggregate by (`type`, `cluster`, `provider`, `providerID`,
+    /// `category`, `service`, `account`, `project`), the key joining their values with `/`
+    /// (`aggregate`); empty: no aggregation.
     pub aggregate: Vec<String>,
+    /// Whether the whole window is one set rather than one per day or hour (`accumulate`).
     pub accumulate: bool,
+    /// How many assets of each set to skip, most expensive first (`offset`).
     pub offset: usize,
+    /// The most assets each set returns after `offset` (`limit`); `None`: all.
     pub limit: Option<usize>,
 }
 
@@ -736,7 +773,9 @@ pub fn parse_asset_query(
 /// One output asset set.
 #[derive(Clone, Debug)]
 pub struct AssetResult {
+    /// The step's window.
     pub window: Window,
+    /// The step's assets with their keys, most expensive first, paged.
     pub assets: Vec<(String, Asset)>,
 }
 

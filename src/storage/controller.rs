@@ -107,7 +107,7 @@ pub struct ServingSnapshot;
 #[rtype(result = "Arc<Snapshot>")]
 pub struct PollBase;
 
-/// A backup read (DESIGN.md rule 1): on a follower it waits for the poller's next fetch of the
+/// A backup read (storage rule 1 above): on a follower it waits for the poller's next fetch of the
 /// bucket; on the leader it is answered at once. Only the storage-rule tests issue it.
 #[cfg(feature = "test-support")]
 #[derive(Message)]
@@ -966,6 +966,6 @@ impl Handler<crate::supervise::Crash> for Storage {
     type Result = ();
 
     fn handle(&mut self, _: crate::supervise::Crash, _: &mut Self::Context) {
-        panic!("crash requested by a test");
+        crate::supervise::crash()
     }
 }

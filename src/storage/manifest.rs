@@ -32,8 +32,11 @@ pub struct FileEntry {
     pub bytes: u64,
     /// What the object holds, so readers need not parse paths.
     pub kind: SetKind,
+    /// Resolution of the set.
     pub resolution: Resolution,
+    /// Start of the set's window.
     pub start: DateTime<Utc>,
+    /// End of the set's window.
     pub end: DateTime<Utc>,
     /// How far the set's data reaches (`end` once the window is complete).
     pub data_end: DateTime<Utc>,
@@ -50,11 +53,14 @@ impl FileEntry {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Manifest {
+    /// This manifest's generation, the number in its file name: one more than the manifest it
+    /// was built on.
     pub generation: u64,
     /// The writer's fencing token.
     pub term: u64,
     /// The writer's identity.
     pub writer: String,
+    /// When the writer published it.
     pub updated: DateTime<Utc>,
     /// Object path (relative to the bucket prefix) to entry.
     pub files: BTreeMap<String, FileEntry>,
@@ -76,8 +82,11 @@ pub fn parse_manifest_path(path: &Path) -> Option<u64> {
 
 /// A set encoded for storage: its path, bytes and manifest entry.
 pub struct Encoded {
+    /// Object path, relative to the bucket prefix.
     pub path: String,
+    /// The zstd-compressed JSON to store.
     pub body: bytes::Bytes,
+    /// The manifest entry naming the object.
     pub entry: FileEntry,
 }
 
@@ -112,7 +121,12 @@ pub fn encode(set: &EtlSet) -> Result<Encoded, std::io::Error> {
 pub enum DecodeError {
     /// The bytes do not hash to what the manifest says: corrupt or tampered with.
     #[error("sha256 mismatch: manifest says {expected}, object hashes to {actual}")]
-    Checksum { expected: String, actual: String },
+    Checksum {
+        /// Hex sha256 the manifest entry gives.
+        expected: String,
+        /// Hex sha256 of the fetched bytes.
+        actual: String,
+    },
     /// The bytes hash right but do not decode.
     #[error("undecodable set: {0}")]
     Format(String),

@@ -130,6 +130,6 @@ impl Handler<crate::supervise::Crash> for BackupPoller {
     type Result = ();
 
     fn handle(&mut self, _: crate::supervise::Crash, _: &mut Self::Context) {
-        panic!("crash requested by a test");
+        crate::supervise::crash()
     }
 }

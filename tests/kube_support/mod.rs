@@ -4,6 +4,10 @@
 //!
 //! Replica processes are killed when their [`Replica`] drops; when a test fails the tail of
 //! every replica's log is printed.
+#![allow(
+    clippy::disallowed_methods,
+    reason = "synchronous tests poll a child process or a port; no event to await there"
+)]
 #![allow(dead_code)]
 
 use std::collections::HashSet;
