@@ -48,6 +48,7 @@ fn replica(
         lease_namespace: None,
         query_threads: 2,
         max_heavy_queries: 4,
+        max_cheap_queries: 16,
         limits: cost_model::api::QueryLimits::default(),
     });
     (r, handle, faults)

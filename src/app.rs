@@ -75,6 +75,8 @@ pub struct Parts {
     pub query_threads: usize,
     /// Heavy queries admitted at once.
     pub max_heavy_queries: usize,
+    /// Cheap queries admitted at once.
+    pub max_cheap_queries: usize,
     /// Bounds on every query.
     pub limits: QueryLimits,
 }
@@ -148,11 +150,12 @@ impl Parts {
             lease_namespace: cfg.lease_namespace.clone(),
             query_threads: cfg.query_threads,
             max_heavy_queries: cfg.max_heavy_queries,
+            max_cheap_queries: cfg.max_cheap_queries,
             limits: QueryLimits {
                 max_steps: cfg.max_query_steps,
                 max_response_bytes: cfg.max_response_bytes,
                 timeout: cfg.query_timeout,
-                heavy_cost: api::executor::HEAVY_COST,
+                heavy_cost: cfg.heavy_query_cost,
             },
         })
     }
@@ -223,7 +226,11 @@ pub fn start(parts: Parts) -> Replica {
     let state = AppState {
         storage: storage.clone(),
         elector: elector.clone(),
-        executor: api::executor::start(parts.query_threads, parts.max_heavy_queries),
+        executor: api::executor::start(
+            parts.max_cheap_queries,
+            parts.query_threads,
+            parts.max_heavy_queries,
+        ),
         metrics,
         info: Arc::new(ReplicaInfo {
             identity: parts.identity,
@@ -289,6 +296,10 @@ pub async fn run(cfg: Config) -> Result<(), RunError> {
     tracing::info!(
         identity = %parts.identity, election = parts.backend.name(), bucket = %parts.bucket_description,
         etl_dir = %parts.etl_dir.display(), listen = %cfg.listen(), "starting cost-model replica"
+    );
+    #[cfg(feature = "test-support")]
+    tracing::warn!(
+        "built with the test-support feature: debug routes that crash actors and stall queries are enabled; never deploy this binary"
     );
     let replica = start(parts);
     let state = replica.state.clone();

@@ -149,12 +149,21 @@ pub struct Config {
     #[arg(long, env = "MAX_HEAVY_QUERIES", default_value_t = 4)]
     pub max_heavy_queries: usize,
 
+    /// Cheap queries admitted at once, running or queued; more are refused with 503.
+    #[arg(long, env = "MAX_CHEAP_QUERIES", default_value_t = 16)]
+    pub max_cheap_queries: usize,
+
+    /// Queries estimated above this cost (rows scanned, plus 250 per row returned) run in the
+    /// heavy lane.
+    #[arg(long, env = "HEAVY_QUERY_COST", default_value_t = crate::api::executor::HEAVY_COST)]
+    pub heavy_query_cost: u64,
+
     /// The most sets (steps) one query may return.
     #[arg(long, env = "MAX_QUERY_STEPS", default_value_t = crate::query::DEFAULT_MAX_STEPS)]
     pub max_query_steps: usize,
 
     /// The largest response body, in bytes; a larger answer is refused with 413.
-    #[arg(long, env = "MAX_RESPONSE_BYTES", default_value_t = 256 * 1024 * 1024)]
+    #[arg(long, env = "MAX_RESPONSE_BYTES", default_value_t = 64 * 1024 * 1024)]
     pub max_response_bytes: usize,
 
     /// How long a query may run before it is abandoned with 503.
@@ -259,7 +268,7 @@ impl Config {
     /// is where it came from, else the flag.
     pub fn name_of(&self, id: &str) -> String {
         if let Some(var) = self.origins.from_env.get(id) {
-            return var.clone();
+            return crate::redact::userinfo(var).into_owned();
         }
         format!("--{}", id.replace('_', "-"))
     }
@@ -418,11 +427,15 @@ impl Config {
         for (id, v, max) in [
             ("query_threads", self.query_threads, 256),
             ("max_heavy_queries", self.max_heavy_queries, 10_000),
+            ("max_cheap_queries", self.max_cheap_queries, 10_000),
             ("max_query_steps", self.max_query_steps, 1_000_000),
         ] {
             if v == 0 || v > max {
                 return err(format!("{} ({v}) must be between 1 and {max}", n(id)));
             }
+        }
+        if self.heavy_query_cost == 0 {
+            return err(format!("{} must be at least 1", n("heavy_query_cost")));
         }
         if self.max_response_bytes < 4096 {
             return err(format!(
@@ -488,7 +501,9 @@ fn blame_env(e: clap::Error, args: &[std::ffi::OsString], env: EnvLookup<'_>) ->
         return e;
     };
     let value = env(var).unwrap_or_default();
+    let value = crate::redact::userinfo(&value);
     let first = e.to_string();
+    let first = crate::redact::userinfo(&first);
     let first = first.lines().next().unwrap_or_default();
     let first = first.trim_start_matches("error: ");
     clap::Error::raw(

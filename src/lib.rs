@@ -34,9 +34,19 @@ pub mod supervise;
 /// itself, once per change of state, instead of an ERROR every retry period.
 pub fn init_tracing(json: bool) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        EnvFilter::new("info,actix_server=warn,kube_client::client::builder=off")
-    });
+    const QUIET_KUBE: &str = "kube_client::client::builder=off";
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "RUST_LOG is tracing's own setting, read once here as EnvFilter would"
+    )]
+    let rust_log = std::env::var("RUST_LOG");
+    let filter = match rust_log {
+        // A filter that says nothing of kube's client gets its per-request errors off too.
+        Ok(f) if !f.contains("kube_client") => EnvFilter::try_new(format!("{f},{QUIET_KUBE}")),
+        Ok(f) => EnvFilter::try_new(f),
+        Err(_) => EnvFilter::try_new(format!("info,actix_server=warn,{QUIET_KUBE}")),
+    }
+    .unwrap_or_else(|_| EnvFilter::new("info"));
     use std::io::IsTerminal;
     // Colour only on a terminal: log files and collectors get plain text.
     let builder = tracing_subscriber::fmt()

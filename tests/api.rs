@@ -55,6 +55,16 @@ async fn bad_parameters_get_400_naming_the_parameter() {
         ("window=1d&limit=-1", "limit"),
         ("window=1d&filter=namespace%3D%22a%22", "filter"),
         ("window=1d&filter=nmespace%3A%22a%22", "filter"),
+        // The reproductions of the hardening issue, as clients send them (`+` is a space).
+        ("window=1d&aggregate=label:", "aggregate"),
+        ("window=1d&aggregate=annotation:", "aggregate"),
+        ("window=1d&filter=label[]:%22a%22", "filter"),
+        ("window=1d&filter=namespace:'a'", "filter"),
+        ("window=1d&filter=namespace:a", "filter"),
+        ("window=1d&step=+1h", "step"),
+        ("window=1d&step=%2B1h", "step"),
+        ("window=1d&offset=+1", "offset"),
+        ("window=1d&limit=%2B1", "limit"),
     ] {
         let resp = test::call_service(
             &svc,

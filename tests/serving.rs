@@ -58,9 +58,14 @@ fn yesterday() -> Window {
     Resolution::Day.window_containing(Utc::now() - chrono::Duration::days(1))
 }
 
-/// A leader on `bucket` that has built yesterday's daily sets.
+/// A leader `l` on `bucket` that has built yesterday's daily sets.
 async fn built(bucket: Arc<dyn ObjectStore>) -> support::Node {
-    let leader = node("l", bucket);
+    built_by("l", bucket).await
+}
+
+/// A leader `identity` on `bucket` that has built yesterday's daily sets.
+async fn built_by(identity: &str, bucket: Arc<dyn ObjectStore>) -> support::Node {
+    let leader = node(identity, bucket);
     leader.lead(1).await;
     let day = yesterday();
     until("yesterday's sets are built", || async {
@@ -187,7 +192,7 @@ async fn a_replica_that_could_load_none_of_its_sets_is_not_ready() {
 async fn a_follower_never_serves_a_local_store_the_bucket_does_not_vouch_for() {
     // A store written by some earlier leader, on some other bucket.
     let elsewhere: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
-    let old = built(elsewhere).await;
+    let old = built_by("old", elsewhere).await;
     let stale_generation = snapshot(&old).await.generation;
     let copy = tempfile::tempdir().unwrap();
     copy_dir(old.etl_dir.path(), copy.path());
@@ -236,7 +241,12 @@ async fn a_follower_never_serves_a_local_store_the_bucket_does_not_vouch_for() {
     .await;
     let (status, _, _) = call!(svc, test::TestRequest::get().uri("/readyz"));
     assert_eq!(status, 200);
-    assert_eq!(snapshot(&f).await.writer, "l");
+    let served = snapshot(&f).await;
+    assert_eq!(
+        served.writer, "l",
+        "the bucket's writer, not the old store's"
+    );
+    assert_eq!(served.origin, cost_model::storage::snapshot::Origin::Bucket);
 }
 
 fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
@@ -414,16 +424,17 @@ async fn every_query_is_bounded_by_steps_size_and_time() {
     );
     assert_eq!(status, 200, "a narrow query still fits");
 
-    // Time.
+    // Time: a query that would run for ten minutes is abandoned at the deadline, and its
+    // work is cancelled (its lane frees up).
     let slow = node_with("slow", bucket.clone(), |p| {
-        p.limits.timeout = Duration::from_nanos(1)
+        p.limits.timeout = Duration::from_millis(200)
     });
     slow.election.demote(Some("l"));
     until("loaded", || async { snapshot(&slow).await.is_loaded() }).await;
     let svc = service!(slow);
     let (status, _, body) = call!(
         svc,
-        test::TestRequest::get().uri("/model/allocation?window=2d")
+        test::TestRequest::get().uri("/debug/stall?seconds=600")
     );
     assert_eq!(status, 503, "{body}");
     assert!(
@@ -438,6 +449,12 @@ async fn every_query_is_bounded_by_steps_size_and_time() {
         metrics.contains(r#"costmodel_queries_total{result="timeout"} 1"#),
         "{metrics}"
     );
+    let lane = slow.replica.state.executor.heavy.clone();
+    until("the abandoned query stopped", || {
+        let lane = lane.clone();
+        async move { lane.admitted.available_permits() == lane.limit }
+    })
+    .await;
 }
 
 #[actix_web::test]

@@ -22,7 +22,6 @@ fn chromium() -> String {
     panic!("Chromium is needed for this test; scripts/test installs Debian's chromium package");
 }
 
-/// The status code of a plain HTTP/1.1 GET on loopback, if the server answers.
 /// The DOM of `url` once headless Chromium has run its script for a while.
 fn render(browser: &str, url: &str) -> String {
     let profile = tempfile::tempdir().unwrap();
@@ -47,6 +46,7 @@ fn render(browser: &str, url: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// The status code of a plain HTTP/1.1 GET on loopback, if the server answers.
 fn http_status(port: u16, path: &str) -> Option<u16> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;

@@ -8,6 +8,7 @@ use actix_web::http::header::{ALLOW, RETRY_AFTER};
 use actix_web::{HttpResponse, ResponseError};
 
 use crate::query::ParamError;
+use crate::storage::NotReady;
 use crate::supervise::Failure;
 
 /// Seconds a client is told to wait when it may retry.
@@ -21,7 +22,7 @@ pub enum ApiError {
     BadRequest(#[from] ParamError),
     /// This replica cannot answer queries yet (or any more); the reason says why.
     #[error("not ready: {0}")]
-    NotReady(String),
+    NotReady(#[from] NotReady),
     /// Shutdown has begun.
     #[error("shutting down")]
     ShuttingDown,
@@ -51,10 +52,10 @@ pub enum ApiError {
     /// The lane this query needs is full.
     #[error(
         "too many {lane} queries at once (at most {limit}{flag}): retry in {RETRY_AFTER_SECONDS} s, or narrow the query so it is cheap (aggregate, filter, limit, a shorter window)",
-        flag = if *.lane == "heavy" { ", --max-heavy-queries" } else { "" }
+        flag = if *.lane == "heavy" { ", --max-heavy-queries" } else { ", --max-cheap-queries" }
     )]
     Overloaded {
-        /// `light` or `heavy`.
+        /// `cheap` or `heavy`.
         lane: &'static str,
         /// Its admission limit.
         limit: usize,

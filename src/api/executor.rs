@@ -27,8 +27,8 @@ use crate::storage::Snapshot;
 /// `aggregate=namespace` query on 10,000 pods (1.7 million rows scanned, a few dozen out) stays
 /// cheap; unaggregated or per-pod answers of more than twenty thousand rows are heavy.
 pub const HEAVY_COST: Cost = 5_000_000;
-/// How many cheap queries may be admitted at once (running or queued).
-const LIGHT_ADMITTED: usize = 64;
+/// Threads of the cheap lane: two, so one slow cheap query does not hold up the next.
+const CHEAP_THREADS: usize = 2;
 
 /// Which body to produce.
 pub enum QueryKind {
@@ -114,8 +114,9 @@ pub struct RunQuery {
     pub max_bytes: usize,
     /// Written as the envelope's `warning`.
     pub warning: Option<String>,
-    /// The lane's admission, released when the query is done.
-    pub permit: OwnedSemaphorePermit,
+    /// The lane's admission, released when the query is done and its body sent (the handler's
+    /// response holds the other reference).
+    pub permit: Arc<OwnedSemaphorePermit>,
 }
 
 /// A worker thread of a lane.
@@ -200,7 +201,7 @@ fn execute(msg: &RunQuery) -> Result<Vec<u8>, QueryError> {
 /// One lane: its threads and its admission.
 #[derive(Clone)]
 pub struct Lane {
-    /// `light` or `heavy`, for errors and metrics.
+    /// `cheap` or `heavy`, for errors and metrics.
     pub name: &'static str,
     /// The lane's threads.
     pub workers: Addr<QueryWorker>,
@@ -213,8 +214,8 @@ pub struct Lane {
 /// The two lanes.
 #[derive(Clone)]
 pub struct Executor {
-    /// Cheap queries: one thread of their own.
-    pub light: Lane,
+    /// Cheap queries: threads of their own.
+    pub cheap: Lane,
     /// Heavy queries: `--query-threads` threads.
     pub heavy: Lane,
 }
@@ -225,14 +226,14 @@ impl Executor {
         if cost > heavy_cost {
             &self.heavy
         } else {
-            &self.light
+            &self.cheap
         }
     }
 }
 
-/// Starts both lanes: `heavy_threads` threads for heavy queries admitting `heavy_admitted` at
-/// once, and one thread for cheap ones.
-pub fn start(heavy_threads: usize, heavy_admitted: usize) -> Executor {
+/// Starts both lanes: two threads for cheap queries admitting `cheap_admitted` at once, and
+/// `heavy_threads` threads for heavy ones admitting `heavy_admitted`.
+pub fn start(cheap_admitted: usize, heavy_threads: usize, heavy_admitted: usize) -> Executor {
     let lane = |name, threads: usize, limit: usize| Lane {
         name,
         workers: SyncArbiter::start(threads.max(1), || QueryWorker),
@@ -240,7 +241,7 @@ pub fn start(heavy_threads: usize, heavy_admitted: usize) -> Executor {
         limit: limit.max(1),
     };
     Executor {
-        light: lane("light", 1, LIGHT_ADMITTED),
+        cheap: lane("cheap", CHEAP_THREADS, cheap_admitted),
         heavy: lane("heavy", heavy_threads, heavy_admitted),
     }
 }

@@ -72,7 +72,7 @@ impl Default for QueryLimits {
     fn default() -> Self {
         Self {
             max_steps: query::DEFAULT_MAX_STEPS,
-            max_response_bytes: 256 * 1024 * 1024,
+            max_response_bytes: 64 * 1024 * 1024,
             timeout: Duration::from_secs(30),
             heavy_cost: executor::HEAVY_COST,
         }
@@ -205,10 +205,13 @@ async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
     Err(ApiError::NotFound(req.path().to_string()))
 }
 
+/// Seconds since `updated`.
+fn age_of(updated: chrono::DateTime<Utc>) -> f64 {
+    ((Utc::now() - updated).num_milliseconds() as f64 / 1000.0).max(0.0)
+}
+
 fn data_age(snapshot: &Snapshot) -> Option<f64> {
-    snapshot
-        .updated
-        .map(|u| ((Utc::now() - u).num_milliseconds() as f64 / 1000.0).max(0.0))
+    snapshot.updated.map(age_of)
 }
 
 fn interval(w: &Window) -> String {
@@ -272,7 +275,6 @@ async fn execute(
     // response says which windows it lacks.
     let unavailable = kind.unavailable(&snapshot, now);
     let warning = (!unavailable.is_empty()).then(|| {
-        state.metrics.query_unavailable_data.inc();
         format!(
             "cost data for {} set(s) in this window exists in the backup but could not be loaded by this replica, so it is missing from this answer (not zero): {}; see /model/etl/status",
             unavailable.len(),
@@ -282,14 +284,16 @@ async fn execute(
     let lane = state
         .executor
         .lane(kind.cost(&snapshot, now), state.limits.heavy_cost);
-    let permit = lane
-        .admitted
-        .clone()
-        .try_acquire_owned()
-        .map_err(|_| ApiError::Overloaded {
-            lane: lane.name,
-            limit: lane.limit,
-        })?;
+    let permit =
+        Arc::new(
+            lane.admitted
+                .clone()
+                .try_acquire_owned()
+                .map_err(|_| ApiError::Overloaded {
+                    lane: lane.name,
+                    limit: lane.limit,
+                })?,
+        );
     // Dropping this handler's future (the client went away) cancels the query's work.
     let mut in_flight = InFlight {
         cancel: CancellationToken::new(),
@@ -305,7 +309,7 @@ async fn execute(
         cancel: cancel.clone(),
         max_bytes: limits.max_response_bytes,
         warning,
-        permit,
+        permit: permit.clone(),
     });
     let answer = tokio::time::timeout(limits.timeout, sent).await;
     in_flight.answered = true;
@@ -330,9 +334,36 @@ async fn execute(
         resp.insert_header(("X-Data-Age-Seconds", format!("{age:.0}")));
     }
     if !unavailable.is_empty() {
+        state.metrics.query_unavailable_data.inc();
         resp.insert_header(("X-Data-Unavailable", list_windows(&unavailable)));
     }
-    Ok(resp.body(body))
+    // The lane's admission is held until the body is sent: a slow reader keeps its slot, so
+    // admission bounds the memory of answers waiting to be sent, not only their computation.
+    Ok(resp.body(Admitted {
+        body: Some(body.into()),
+        _permit: permit,
+    }))
+}
+
+/// A response body that holds its query's admission until it has been sent (or dropped).
+struct Admitted {
+    body: Option<bytes::Bytes>,
+    _permit: Arc<tokio::sync::OwnedSemaphorePermit>,
+}
+
+impl actix_web::body::MessageBody for Admitted {
+    type Error = std::convert::Infallible;
+
+    fn size(&self) -> actix_web::body::BodySize {
+        actix_web::body::BodySize::Sized(self.body.as_ref().map_or(0, |b| b.len() as u64))
+    }
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<bytes::Bytes, Self::Error>>> {
+        std::task::Poll::Ready(self.body.take().map(Ok))
+    }
 }
 
 /// A query being answered: if its handler is dropped before the answer (the client went away),
@@ -392,9 +423,7 @@ pub async fn ha_status_json(state: &AppState) -> Result<serde_json::Value, ApiEr
         (Role::Follower { .. }, "kubernetes") if claim.leader.is_none() => "candidate",
         _ => "follower",
     };
-    let age = st
-        .snapshot_updated
-        .map(|u| ((Utc::now() - u).num_milliseconds() as f64 / 1000.0).max(0.0));
+    let age = st.snapshot_updated.map(age_of);
     if let Some(a) = age {
         state.metrics.data_age_seconds.set(a);
     }
@@ -424,7 +453,7 @@ pub async fn ha_status_json(state: &AppState) -> Result<serde_json::Value, ApiEr
         "lastWrite": st.last_write,
         "lastWriteError": st.last_write_error.map(|e| e.to_string()),
         "promotionError": st.promotion_error.map(|e| e.to_string()),
-        "etlDirError": st.etl_dir_error,
+        "etlDirError": st.etl_dir_error.map(|e| e.to_string()),
         "snapshotGeneration": st.snapshot_generation,
         "snapshotTerm": st.snapshot_term,
         "snapshotWriter": st.snapshot_writer,
@@ -440,7 +469,10 @@ pub async fn ha_status_json(state: &AppState) -> Result<serde_json::Value, ApiEr
 }
 
 /// Why this replica is not ready, storage's reason aside: shutdown, or a dead actor.
-fn readiness(state: &AppState, storage_reason: Option<String>) -> Option<ApiError> {
+fn readiness(
+    state: &AppState,
+    storage_reason: Option<crate::storage::NotReady>,
+) -> Option<ApiError> {
     if state.shutting_down.load(Ordering::SeqCst) {
         return Some(ApiError::ShuttingDown);
     }
@@ -499,7 +531,7 @@ async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     {
         state.metrics.data_age_seconds.set(age);
     }
-    for lane in [&state.executor.light, &state.executor.heavy] {
+    for lane in [&state.executor.cheap, &state.executor.heavy] {
         let admitted = lane.limit - lane.admitted.available_permits().min(lane.limit);
         state
             .metrics

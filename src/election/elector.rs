@@ -170,6 +170,10 @@ impl Handler<Fenced> for Elector {
             newer_term = msg.newer_term,
             "stepping down: fenced by storage"
         );
+        // The fencing term is a floor for any term handed out later.
+        self.term_floor.send_if_modified(|floor| {
+            std::mem::replace(floor, (*floor).max(msg.newer_term)) < msg.newer_term
+        });
         self.step_down.notify_one();
     }
 }

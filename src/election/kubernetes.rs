@@ -317,7 +317,12 @@ impl Campaigner {
             .timings
             .retry_period
             .mul_f64(CANDIDATE_JITTER * random_unit());
-        let mut next = now + self.timings.retry_period + jitter;
+        // A request that cannot succeed until someone fixes RBAC is not worth a retry period.
+        let period = match &self.error {
+            Some(e) if !e.is_retryable() => self.timings.lease_duration,
+            _ => self.timings.retry_period,
+        };
+        let mut next = now + period + jitter;
         if let Some(cool) = self.cooldown_until {
             next = next.min(cool);
         }

@@ -129,8 +129,12 @@ impl EtlWriter {
                             tracing::error!(term, newer, "ETL: fenced by a newer writer; stopped");
                             return;
                         }
-                        Ok(WriteOutcome::Failed(e)) => {
+                        Ok(WriteOutcome::Failed(e)) if e.is_retryable() => {
                             tracing::warn!(error = %e, "ETL: backup write failed; retrying next run");
+                            return;
+                        }
+                        Ok(WriteOutcome::Failed(e)) => {
+                            tracing::error!(error = %e, "ETL: backup write failed and will fail again until the bucket is mended; retrying next run");
                             return;
                         }
                         Err(e) => {

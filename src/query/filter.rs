@@ -114,6 +114,16 @@ impl Filter {
         }
     }
 
+    /// About how many string comparisons testing one row takes: what a filter adds to a
+    /// query's cost (a hashed list is one lookup; other lists compare every value).
+    pub fn comparisons(&self) -> u64 {
+        match self {
+            Filter::And(fs) | Filter::Or(fs) => fs.iter().map(Filter::comparisons).sum(),
+            Filter::Cmp(c) if c.lookup.is_some() => 1,
+            Filter::Cmp(c) => c.values.len() as u64,
+        }
+    }
+
     /// Whether an idle allocation on this cluster and node passes: clauses on other fields
     /// cannot be judged on idle and count as passed (idle is scaled by what they kept instead).
     pub fn matches_idle(&self, p: &AllocationProperties) -> bool {

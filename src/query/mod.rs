@@ -229,6 +229,14 @@ pub fn parse_allocation_query(
     max_steps: usize,
 ) -> Result<AllocationQuery, ParamError> {
     let get = |k: &str| params.get(k).map(|v| v.trim()).filter(|v| !v.is_empty());
+    // Counts and steps are taken exactly as sent: `+1` arrives as " 1" (a `+` in a URL is a
+    // space) and must not pass for 1.
+    let raw = |k: &str| {
+        params
+            .get(k)
+            .map(String::as_str)
+            .filter(|v| !v.trim().is_empty())
+    };
     let window_text = get("window")
         .ok_or_else(|| bad("window", "is required, e.g. window=7d or window=today"))?;
     let window = window::parse(window_text, now).map_err(|m| bad("window", m))?;
@@ -245,7 +253,7 @@ pub fn parse_allocation_query(
         (None, Some(v)) => parse_accumulate("accumulateBy", v)?,
         (None, None) => Accumulate::None,
     };
-    let step = get("step").map(parse_step).transpose()?;
+    let step = raw("step").map(parse_step).transpose()?;
     let idle = match (get("idle"), get("includeIdle")) {
         (Some(v), _) => parse_bool("idle", v)?,
         (None, Some(v)) => parse_bool("includeIdle", v)?,
@@ -261,7 +269,7 @@ pub fn parse_allocation_query(
         .map(filter::parse)
         .transpose()
         .map_err(|m| bad("filter", m))?;
-    let number = |k: &'static str| get(k).map(|v| parse_count(k, v)).transpose();
+    let number = |k: &'static str| raw(k).map(|v| parse_count(k, v)).transpose();
     let q = AllocationQuery {
         window,
         aggregate,
@@ -284,7 +292,7 @@ fn parse_count(param: &'static str, v: &str) -> Result<usize, ParamError> {
     if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
         return Err(bad(
             param,
-            format!("{v:?} is not a non-negative whole number"),
+            format!("{v:?} is not a non-negative whole number{}", plus_hint(v)),
         ));
     }
     v.parse::<usize>()
@@ -341,12 +349,22 @@ fn parse_accumulate(param: &'static str, v: &str) -> Result<Accumulate, ParamErr
     })
 }
 
+/// A hint for a value with spaces: a `+` in a URL arrives as a space.
+fn plus_hint(v: &str) -> &'static str {
+    if v.contains(' ') {
+        " (a '+' in a URL means a space; no sign is accepted)"
+    } else {
+        ""
+    }
+}
+
 fn parse_step(v: &str) -> Result<Duration, ParamError> {
     let err = || {
         bad(
             "step",
             format!(
-                "{v:?} is not a step; expected a whole number of hours, days or weeks such as 1h, 1d or 1w"
+                "{v:?} is not a step; expected a whole number of hours, days or weeks such as 1h, 1d or 1w{}",
+                plus_hint(v)
             ),
         )
     };
@@ -728,6 +746,12 @@ pub fn parse_asset_query(
     max_steps: usize,
 ) -> Result<AssetQuery, ParamError> {
     let get = |k: &str| params.get(k).map(|v| v.trim()).filter(|v| !v.is_empty());
+    let raw = |k: &str| {
+        params
+            .get(k)
+            .map(String::as_str)
+            .filter(|v| !v.trim().is_empty())
+    };
     let window_text = get("window").ok_or_else(|| bad("window", "is required, e.g. window=7d"))?;
     let window = window::parse(window_text, now).map_err(|m| bad("window", m))?;
     let mut aggregate = Vec::new();
@@ -756,7 +780,7 @@ pub fn parse_asset_query(
         .map(|v| parse_bool("accumulate", v))
         .transpose()?
         .unwrap_or(false);
-    let number = |k: &'static str| get(k).map(|v| parse_count(k, v)).transpose();
+    let number = |k: &'static str| raw(k).map(|v| parse_count(k, v)).transpose();
     let q = AssetQuery {
         window,
         aggregate,
@@ -870,7 +894,8 @@ impl AssetQuery {
             .map(|(_, s)| s.assets.len() as u64)
             .sum();
         let encoded = if self.aggregate.is_empty() { rows } else { 0 };
-        rows + encoded * ENCODE_WEIGHT + steps.len() as u64
+        rows.saturating_add(encoded.saturating_mul(ENCODE_WEIGHT))
+            .saturating_add(steps.len() as u64)
     }
 
     fn key(&self, a: &Asset) -> String {

@@ -252,16 +252,14 @@ pub async fn load_manifest(
     for (path, entry, failures, body) in fetched {
         match body {
             Ok(body) => bodies.push((path, entry, failures, body)),
-            // A missing object is damage to report, not a reason to serve nothing.
+            // A missing or unreadable object is damage to report, not a reason to serve
+            // nothing: the rest of the generation loads, this set is retried with backoff.
             Err(object_store::Error::NotFound { .. }) => {
                 failed(path, entry, failures, ObjectProblem::Missing);
             }
             Err(source) => {
-                return Err(BackupError::Store {
-                    op: "get",
-                    path,
-                    source: Arc::new(source),
-                });
+                let why = crate::redact::userinfo(&source.to_string()).into_owned();
+                failed(path, entry, failures, ObjectProblem::Unreadable(why));
             }
         }
     }

@@ -28,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::backup::{self, Backoff, BackupError, Loaded, PublishError, Writer};
 use super::filestore::FileStore;
+use super::readiness::{EtlDirError, HeldBack, NotReady};
 use super::snapshot::{Origin, Snapshot};
 use crate::metrics::{Metrics, ResultLabel};
 use crate::model::{EtlSet, Resolution, SetKind};
@@ -97,7 +98,7 @@ pub struct CurrentSnapshot;
 /// The snapshot queries are answered from, or why this replica cannot answer any (the same
 /// reason `/readyz` gives). Answered at once.
 #[derive(Message)]
-#[rtype(result = "Result<Arc<Snapshot>, String>")]
+#[rtype(result = "Result<Arc<Snapshot>, NotReady>")]
 pub struct ServingSnapshot;
 
 /// The snapshot the next poll builds on: the one being served, or, on a replica that serves
@@ -196,7 +197,7 @@ pub struct StorageStatus {
     /// Why the leader's promotion read of the bucket is failing (writes stay off meanwhile).
     pub promotion_error: Option<BackupError>,
     /// Why the local file store cannot be written, found at start.
-    pub etl_dir_error: Option<String>,
+    pub etl_dir_error: Option<EtlDirError>,
     /// Writes dropped because this replica follows.
     pub follower_writes_dropped: u64,
     /// Backup reads waiting for the next poll.
@@ -206,7 +207,7 @@ pub struct StorageStatus {
     /// First and last time covered per kind and resolution.
     pub coverage: Vec<Coverage>,
     /// Why this replica cannot answer queries; `None` when it can.
-    pub not_ready: Option<String>,
+    pub not_ready: Option<NotReady>,
 }
 
 /// A set the manifest names that this replica could not load, for status.
@@ -279,7 +280,7 @@ pub struct Storage {
     last_write: Option<DateTime<Utc>>,
     last_write_error: Option<PublishError>,
     promotion_error: Option<BackupError>,
-    etl_dir_error: Option<String>,
+    etl_dir_error: Option<EtlDirError>,
     dropped: u64,
     last_gc: Option<Instant>,
     _lifeline: Lifeline,
@@ -461,6 +462,8 @@ impl Storage {
                 }
                 match res {
                     Err(e) => {
+                        // A corrupt manifest will not mend itself within a second: wait longest.
+                        let pause = if e.is_retryable() { pause } else { PROMOTION_RETRY.1 };
                         tracing::warn!(error = %e, retry_in = ?pause, "promotion read failed; writes stay off");
                         act.promotion_error = Some(e);
                         let next = (pause * 2).min(PROMOTION_RETRY.1);
@@ -556,9 +559,13 @@ impl Storage {
     }
 
     /// Why this replica cannot answer queries, or `None` when it can.
-    fn not_ready(&self) -> Option<String> {
+    fn not_ready(&self) -> Option<NotReady> {
         let s = &self.snapshot;
-        if s.is_loaded() {
+        let following = matches!(self.role, Role::Follower { .. });
+        // A follower serves only what the bucket vouches for: a store it loaded as leader from
+        // its own folder (and was demoted before the bucket confirmed) is held back too.
+        let local_held = following && s.origin == Origin::Local;
+        if s.is_loaded() && !local_held {
             if s.servable() {
                 return None;
             }
@@ -566,44 +573,44 @@ impl Storage {
                 .missing
                 .iter()
                 .next()
-                .map(|(p, m)| format!(" (first: {p}: {})", m.problem))
+                .map(|(p, m)| format!("{p}: {}", m.problem))
                 .unwrap_or_default();
-            return Some(format!(
-                "none of the {} sets named by generation {} could be loaded{first}; retrying",
-                s.missing.len(),
-                s.generation
-            ));
+            return Some(NotReady::Unloadable {
+                generation: s.generation,
+                sets: s.missing.len(),
+                first,
+            });
         }
-        let local = match self.local_generation {
-            Some(g) => format!(
-                "; the local file store (generation {g}) is not served until the bucket vouches for it"
-            ),
-            None => String::new(),
-        };
+        let held_back = HeldBack(if local_held {
+            Some(s.generation)
+        } else {
+            self.local_generation
+        });
         Some(match &self.role {
             Role::Leader { .. } => {
                 if let Some(e) = &self.promotion_error {
-                    format!("leading, but the bucket cannot be read, so writes stay off: {e}")
+                    NotReady::LeaderCannotReadBucket(e.clone())
                 } else if !self.writes_enabled {
-                    "leading: reading the bucket before enabling writes".to_string()
+                    NotReady::Promoting
                 } else if let Some(e) = &self.last_write_error {
-                    let dir = self
-                        .etl_dir_error
-                        .as_ref()
-                        .map(|d| format!(" ({d})"))
-                        .unwrap_or_default();
-                    format!("leading, but no ETL set could be written yet{dir}: {e}")
+                    NotReady::WritesFailing {
+                        error: e.clone(),
+                        etl_dir: self.etl_dir_error.clone(),
+                    }
                 } else {
-                    "leading: building the first ETL sets".to_string()
+                    NotReady::Building
                 }
             }
             Role::Follower { .. } => {
                 if let Some(e) = &self.last_poll_error {
-                    format!("following, but the bucket cannot be read: {e}{local}")
+                    NotReady::FollowerCannotReadBucket {
+                        error: e.clone(),
+                        held_back,
+                    }
                 } else if self.bucket_empty {
-                    format!("following, but the bucket holds no backup yet{local}")
+                    NotReady::BucketEmpty { held_back }
                 } else {
-                    format!("following: waiting for the first bucket poll{local}")
+                    NotReady::FirstPoll { held_back }
                 }
             }
         })
@@ -707,15 +714,15 @@ impl Actor for Storage {
             async move { tokio::task::spawn_blocking(move || local.probe_writable()).await }
                 .into_actor(self)
                 .map(|res, act, _| {
-                    let error = match res {
+                    let source = match res {
                         Ok(Ok(())) => return,
-                        Ok(Err(e)) => e.to_string(),
-                        Err(e) => e.to_string(),
+                        Ok(Err(e)) => e,
+                        Err(e) => std::io::Error::other(e),
                     };
-                    let error = format!(
-                        "the ETL file store (--etl-dir {}) cannot be written: {error}",
-                        act.cfg.local.root().display()
-                    );
+                    let error = EtlDirError {
+                        path: act.cfg.local.root().display().to_string(),
+                        source: Arc::new(source),
+                    };
                     tracing::error!("{error}; this replica cannot write the ETL while it leads");
                     act.etl_dir_error = Some(error);
                 }),

@@ -9,6 +9,7 @@ pub mod faulty;
 pub mod filestore;
 pub mod manifest;
 mod poller;
+pub mod readiness;
 pub mod snapshot;
 
 #[cfg(feature = "test-support")]
@@ -21,4 +22,5 @@ pub use controller::{
 pub use poller::BackupPoller;
 #[cfg(feature = "test-support")]
 pub use poller::PollNow;
+pub use readiness::NotReady;
 pub use snapshot::Snapshot;

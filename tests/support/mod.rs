@@ -106,6 +106,7 @@ pub fn parts(
         lease_namespace: None,
         query_threads: 1,
         max_heavy_queries: 4,
+        max_cheap_queries: 16,
         limits: cost_model::api::QueryLimits::default(),
     }
 }
