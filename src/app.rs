@@ -175,7 +175,7 @@ pub fn start(parts: Parts) -> Replica {
             identity: parts.identity.clone(),
             bucket: parts.bucket.clone(),
             bucket_description: parts.bucket_description,
-            local: FileStore::new(parts.etl_dir),
+            local: FileStore::new(parts.etl_dir.clone()),
             hourly_retention: parts.hourly_retention,
             daily_retention: parts.daily_retention,
             backoff,
@@ -189,6 +189,7 @@ pub fn start(parts: Parts) -> Replica {
         storage.clone(),
         parts.poll_interval,
         backoff,
+        FileStore::new(parts.etl_dir.clone()),
         metrics.clone(),
         supervisor.lifeline("poller"),
     )

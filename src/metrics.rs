@@ -57,8 +57,12 @@ pub struct Metrics {
     pub master_status: Family<NameLabel, Gauge>,
     /// Bucket polls by result.
     pub polls: Family<ResultLabel, Counter>,
-    /// Backup writes by result.
+    /// ETL writes by result.
     pub writes: Family<ResultLabel, Counter>,
+    /// Backups of the lineage to the bucket by result (`ok`, `unchanged`, `fenced`, ...).
+    pub backups: Family<ResultLabel, Counter>,
+    /// Objects the scrub put back into the bucket.
+    pub scrub_repairs: Counter,
     /// Writes that reached a follower and were dropped.
     pub follower_writes_dropped: Counter,
     /// Failed attempts to load a backup object the manifest names (missing, corrupt).
@@ -101,6 +105,8 @@ impl Metrics {
             master_status: Family::default(),
             polls: Family::default(),
             writes: Family::default(),
+            backups: Family::default(),
+            scrub_repairs: Counter::default(),
             follower_writes_dropped: Counter::default(),
             object_load_failures: Counter::default(),
             unavailable_sets: Gauge::default(),
@@ -146,6 +152,16 @@ impl Metrics {
             "costmodel_backup_writes",
             "Backup writes by result",
             m.writes.clone(),
+        );
+        r.register(
+            "costmodel_backups",
+            "Backups of the leader's lineage to the bucket by result",
+            m.backups.clone(),
+        );
+        r.register(
+            "costmodel_scrub_repairs",
+            "Objects the scrub put back into the bucket",
+            m.scrub_repairs.clone(),
         );
         r.register(
             "costmodel_follower_writes_dropped",

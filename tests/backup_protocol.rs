@@ -62,6 +62,17 @@ async fn publish(
     identity: &str,
     base: Arc<Snapshot>,
 ) -> Result<Snapshot, PublishError> {
+    publish_day(store, term, identity, base, 0).await
+}
+
+/// Publishes the demo sets of the day `days_back` days before yesterday, as `identity` of `term`.
+async fn publish_day(
+    store: &dyn ObjectStore,
+    term: u64,
+    identity: &str,
+    base: Arc<Snapshot>,
+    days_back: i64,
+) -> Result<Snapshot, PublishError> {
     let dir = tempfile::tempdir().unwrap();
     let cancel = CancellationToken::new();
     let w = writer(identity, term, &cancel);
@@ -70,7 +81,7 @@ async fn publish(
         &FileStore::new(dir.path()),
         base,
         &w,
-        support::demo_sets(Utc::now()),
+        support::demo_sets(Utc::now() - chrono::Duration::days(days_back)),
         Utc::now(),
     )
     .await
@@ -84,14 +95,16 @@ async fn racing_writers_never_both_win_a_generation_and_terms_never_go_back() {
                 .await
                 .unwrap(),
         );
-        // Eight writers of terms 1..=8 race from the same base generation.
+        // Eight writers of terms 1..=8 race from the same base generation, each with sets of
+        // its own day.
         let tasks: Vec<_> = (1..=8u64)
             .map(|term| {
                 let (store, base) = (store.clone(), base.clone());
                 tokio::spawn(async move {
+                    let identity = format!("w{term}");
                     (
                         term,
-                        publish(store.as_ref(), term, &format!("w{term}"), base).await,
+                        publish_day(store.as_ref(), term, &identity, base, term as i64).await,
                     )
                 })
             })
@@ -149,9 +162,10 @@ async fn a_corrupt_object_is_reported_and_skipped_never_served() {
             .unwrap();
 
         let loaded = new(
-            backup::load_latest(store.as_ref(), &Snapshot::default(), BACKOFF)
+            backup::load_latest(store.as_ref(), &Snapshot::default(), BACKOFF, None)
                 .await
-                .unwrap(),
+                .unwrap()
+                .loaded,
         );
         assert_eq!(loaded.missing.len(), 1, "{name}");
         assert!(
@@ -184,27 +198,44 @@ async fn a_reader_fetches_only_what_changed_and_skips_unchanged_generations() {
                 .unwrap(),
         );
         let loaded = new(
-            backup::load_latest(store.as_ref(), &Snapshot::default(), BACKOFF)
+            backup::load_latest(store.as_ref(), &Snapshot::default(), BACKOFF, None)
                 .await
-                .unwrap(),
+                .unwrap()
+                .loaded,
         );
         assert_eq!(loaded.generation, s1.generation, "{name}");
         assert!(
             matches!(
-                backup::load_latest(store.as_ref(), &loaded, BACKOFF)
+                backup::load_latest(store.as_ref(), &loaded, BACKOFF, None)
                     .await
-                    .unwrap(),
+                    .unwrap()
+                    .loaded,
                 Loaded::Unchanged
             ),
             "{name}: nothing newer"
         );
-        // Identical sets republished reuse every loaded object.
-        publish(store.as_ref(), 1, "w", s1).await.unwrap();
-        let again = new(backup::load_latest(store.as_ref(), &loaded, BACKOFF)
+        // Identical sets republished publish nothing.
+        let same = publish(store.as_ref(), 1, "w", s1.clone()).await.unwrap();
+        assert_eq!(
+            same.generation, s1.generation,
+            "{name}: nothing new, no generation"
+        );
+        // Another day's sets published: the reader fetches those and reuses every other.
+        publish_day(store.as_ref(), 1, "w", s1, 1).await.unwrap();
+        let again = new(backup::load_latest(store.as_ref(), &loaded, BACKOFF, None)
             .await
-            .unwrap());
+            .unwrap()
+            .loaded);
         assert_eq!(again.generation, 2, "{name}");
-        for (path, (_, set)) in &again.files {
+        assert!(
+            again.files.len() > loaded.files.len(),
+            "{name}: the new day's sets"
+        );
+        for (path, (_, set)) in again
+            .files
+            .iter()
+            .filter(|(p, _)| loaded.files.contains_key(*p))
+        {
             let (_, old) = &loaded.files[path];
             match (set, old) {
                 (
@@ -273,9 +304,11 @@ async fn entries_that_failed_to_load_stay_in_the_next_manifest() {
             store.as_ref(),
             &Snapshot::default(),
             BACKOFF,
+            None,
         )
         .await
-        .unwrap()));
+        .unwrap()
+        .loaded));
         assert!(loaded.missing.contains_key(&victim), "{name}");
 
         let dir = tempfile::tempdir().unwrap();
@@ -306,7 +339,7 @@ async fn entries_that_failed_to_load_stay_in_the_next_manifest() {
 }
 
 #[tokio::test]
-async fn seeding_backs_up_the_local_store_into_an_empty_bucket() {
+async fn a_lineage_is_backed_up_whole_into_an_empty_or_replaced_bucket() {
     let old: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
     let local_dir = tempfile::tempdir().unwrap();
     let local = FileStore::new(local_dir.path());
@@ -322,19 +355,32 @@ async fn seeding_backs_up_the_local_store_into_an_empty_bucket() {
     )
     .await
     .unwrap();
+    // A new, empty bucket: the whole lineage goes up, then a manifest naming it.
     let new: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
-    assert_eq!(
-        backup::seed(new.as_ref(), &local, &s).await.unwrap(),
-        s.files.len()
-    );
+    let backed = backup::backup(new.as_ref(), &local, Arc::new(s.clone()), &w, Utc::now())
+        .await
+        .unwrap();
+    assert!(backed.published);
+    assert_eq!(backed.uploaded, s.files.len());
     for path in s.files.keys() {
         new.head(&Path::from(path.as_str())).await.unwrap();
     }
-    assert_eq!(
-        backup::seed(new.as_ref(), &local, &s).await.unwrap(),
-        0,
-        "nothing uploaded twice"
-    );
+    let m = backup::read_manifest(new.as_ref(), backed.snapshot.generation)
+        .await
+        .unwrap();
+    assert_eq!(m.files, s.file_entries(), "the whole lineage, nothing else");
+    // Backing up again finds the bucket holds it: nothing uploaded, nothing published.
+    let again = backup::backup(
+        new.as_ref(),
+        &local,
+        Arc::new(backed.snapshot),
+        &w,
+        Utc::now(),
+    )
+    .await
+    .unwrap();
+    assert!(!again.published);
+    assert_eq!(again.uploaded, 0, "nothing uploaded twice");
 }
 
 #[tokio::test]
@@ -360,9 +406,12 @@ async fn an_object_that_fails_to_load_is_fetched_again_only_after_its_backoff() 
         let (counted, faults) = FaultyStore::new(store.clone());
 
         // The first load reports it missing and schedules its retry an hour away.
-        let first = new(backup::load_latest(&counted, &Snapshot::default(), BACKOFF)
-            .await
-            .unwrap());
+        let first = new(
+            backup::load_latest(&counted, &Snapshot::default(), BACKOFF, None)
+                .await
+                .unwrap()
+                .loaded,
+        );
         assert_eq!(first.missing[&victim].failures, 1, "{name}");
         assert_eq!(
             first.missing[&victim].problem,
@@ -371,9 +420,10 @@ async fn an_object_that_fails_to_load_is_fetched_again_only_after_its_backoff() 
         // Polls before the retry time neither read the manifest nor fetch the object again.
         for _ in 0..3 {
             let reads = faults.reads();
-            let again = backup::load_latest(&counted, &first, BACKOFF)
+            let again = backup::load_latest(&counted, &first, BACKOFF, None)
                 .await
-                .unwrap();
+                .unwrap()
+                .loaded;
             assert!(matches!(again, Loaded::Unchanged), "{name}: {again:?}");
             assert_eq!(faults.reads() - reads, 1, "{name}: one list, no fetch");
         }
@@ -392,9 +442,10 @@ async fn an_object_that_fails_to_load_is_fetched_again_only_after_its_backoff() 
             max: std::time::Duration::from_secs(3600),
         };
         let reads = faults.reads();
-        let second = new(backup::load_latest(&counted, &due(&first), short)
+        let second = new(backup::load_latest(&counted, &due(&first), short, None)
             .await
-            .unwrap());
+            .unwrap()
+            .loaded);
         assert_eq!(
             faults.reads() - reads,
             3,
@@ -414,9 +465,10 @@ async fn an_object_that_fails_to_load_is_fetched_again_only_after_its_backoff() 
             .put(&Path::from(victim.as_str()), PutPayload::from(good))
             .await
             .unwrap();
-        let healed = new(backup::load_latest(&counted, &due(&second), short)
+        let healed = new(backup::load_latest(&counted, &due(&second), short, None)
             .await
-            .unwrap());
+            .unwrap()
+            .loaded);
         assert!(healed.missing.is_empty(), "{name}");
         assert!(healed.files.contains_key(&victim), "{name}");
     }

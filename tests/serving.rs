@@ -13,6 +13,7 @@ use chrono::{SecondsFormat, Utc};
 use cost_model::api;
 use cost_model::model::{Resolution, SetKind, Window};
 use cost_model::storage::{CurrentSnapshot, GetStorageStatus, PollNow, Snapshot};
+use futures::StreamExt;
 use object_store::memory::InMemory;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
@@ -68,10 +69,11 @@ async fn built_by(identity: &str, bucket: Arc<dyn ObjectStore>) -> support::Node
     let leader = node(identity, bucket);
     leader.lead(1).await;
     let day = yesterday();
-    until("yesterday's sets are built", || async {
+    until("yesterday's sets are built and backed up", || async {
         let s = snapshot(&leader).await;
         s.has_complete(SetKind::Allocations, Resolution::Day, day.start)
             && s.has_complete(SetKind::Assets, Resolution::Day, day.start)
+            && s.pending.is_empty()
     })
     .await;
     leader
@@ -258,46 +260,59 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
 }
 
 #[actix_web::test]
-async fn a_leader_whose_bucket_cannot_be_read_is_not_ready_and_says_why() {
-    let n = node("l", Arc::new(InMemory::new()));
+async fn a_leader_whose_bucket_cannot_be_read_builds_locally_serves_and_says_the_backup_lags() {
+    let bucket = Arc::new(InMemory::new());
+    let n = node("l", bucket.clone());
     n.faults.set_failing(true);
     n.election.promote(1);
-    until("the promotion read failed", || async {
-        n.replica
-            .storage
-            .send(GetStorageStatus)
-            .await
-            .unwrap()
-            .promotion_error
-            .is_some()
+    until("sets are built while the bucket fails", || async {
+        let st = n.replica.storage.send(GetStorageStatus).await.unwrap();
+        st.promotion_error.is_some() && st.pending_sets > 4 && st.writes_enabled
     })
     .await;
     let svc = service!(n);
-    let (status, _, body) = call!(svc, test::TestRequest::get().uri("/readyz"));
-    assert_eq!(status, 503);
-    let reason = body["message"].as_str().unwrap();
-    assert!(reason.contains("the bucket cannot be read"), "{reason}");
+    let (status, _, _) = call!(svc, test::TestRequest::get().uri("/readyz"));
+    assert_eq!(status, 200, "it answers from what it built");
+    let (status, _, body) = call!(
+        svc,
+        test::TestRequest::get().uri("/model/allocation?window=today&aggregate=namespace")
+    );
+    assert_eq!(status, 200);
+    assert!(!body["data"][0].as_object().unwrap().is_empty());
     let (_, _, ha) = call!(svc, test::TestRequest::get().uri("/model/ha/status"));
     assert_eq!(ha["role"], "leader");
-    assert_eq!(ha["writesEnabled"], false);
-    assert_eq!(ha["ready"], false);
+    assert_eq!(ha["writesEnabled"], true);
     assert!(ha["promotionError"].as_str().is_some(), "{ha}");
+    assert!(ha["lastBackupError"].as_str().is_some(), "{ha}");
+    let (_, _, etl) = call!(svc, test::TestRequest::get().uri("/model/etl/status"));
+    assert!(etl["data"]["backupLag"].as_f64().is_some(), "{etl}");
+    assert!(etl["data"]["pendingSets"].as_u64().unwrap() > 0, "{etl}");
+    let in_bucket = bucket.list(None).count().await;
+    assert_eq!(in_bucket, 0, "nothing reached the bucket");
 
-    // When the bucket answers again, the leader enables writes, builds, and is ready.
+    // When the bucket answers again, the backup catches up with everything built meanwhile.
     n.faults.set_failing(false);
-    until("the leader is ready", || async {
-        n.replica
-            .storage
-            .send(GetStorageStatus)
-            .await
-            .unwrap()
-            .not_ready
-            .is_none()
+    until("the backup caught up", || async {
+        let st = n.replica.storage.send(GetStorageStatus).await.unwrap();
+        st.pending_sets == 0 && st.last_backup.is_some()
     })
     .await;
+    let served = snapshot(&n).await;
+    let newest = cost_model::storage::backup::newest_manifest(bucket.as_ref())
+        .await
+        .unwrap()
+        .manifest
+        .unwrap();
+    assert_eq!(
+        newest.files,
+        served.file_entries(),
+        "the bucket holds the whole lineage"
+    );
     let (_, _, ha) = call!(svc, test::TestRequest::get().uri("/model/ha/status"));
     assert_eq!(ha["promotionError"], serde_json::Value::Null);
-    assert_eq!(ha["writesEnabled"], true);
+    assert_eq!(ha["lastBackupError"], serde_json::Value::Null);
+    let (_, _, etl) = call!(svc, test::TestRequest::get().uri("/model/etl/status"));
+    assert_eq!(etl["data"]["backupLag"], serde_json::Value::Null);
 }
 
 #[actix_web::test]

@@ -19,7 +19,8 @@ use object_store::memory::InMemory;
 use support::{demo_sets, files_under, node, until};
 use tokio_util::sync::CancellationToken;
 
-/// Publishes demo sets as the next generation, as a leader of `term` elsewhere would.
+/// Publishes demo sets as the next generation, as a leader of `term` elsewhere would: each call
+/// on top of the last adds the sets of one more day back, so each makes a new generation.
 async fn publish_elsewhere(
     bucket: &Arc<dyn ObjectStore>,
     term: u64,
@@ -38,12 +39,13 @@ async fn publish_elsewhere(
             max: std::time::Duration::from_secs(3600),
         },
     };
+    let day = chrono::Duration::days(base.generation as i64);
     let s = backup::publish(
         bucket.as_ref(),
         &FileStore::new(dir.path()),
         base,
         &writer,
-        demo_sets(Utc::now()),
+        demo_sets(Utc::now() - day),
         Utc::now(),
     )
     .await

@@ -121,6 +121,10 @@ impl EtlWriter {
                                 tracing::debug!("ETL: {}: {count} sets, generation {generation}, {ms} ms", batch.label);
                             }
                         }
+                        Ok(WriteOutcome::Staged { error }) => {
+                            // Kept locally and served; the backup catches up on its own.
+                            tracing::warn!(%error, "ETL: {}: kept in the local store; the bucket backup lags", batch.label);
+                        }
                         Ok(WriteOutcome::Dropped) => {
                             tracing::info!("ETL: write dropped (no longer the writer of term {term})");
                             return;

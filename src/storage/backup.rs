@@ -1,6 +1,7 @@
-//! Bucket I/O: loading the newest generation, publishing a new one with create-if-absent, and
-//! collecting garbage. Written against `Arc<dyn ObjectStore>` so every backend (and the
-//! fault-injecting wrapper) runs the same code.
+//! Bucket I/O: loading the newest generation that parses, staging sets in the local store and
+//! backing the lineage up as a new generation with create-if-absent (merging, fencing, healing
+//! what the bucket lost), scrubbing the bucket, and collecting garbage. Written against
+//! `Arc<dyn ObjectStore>` so every backend (and the fault-injecting wrapper) runs the same code.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -125,7 +126,95 @@ pub enum Loaded {
     New(Snapshot),
 }
 
-/// The newest manifest generation in the bucket (0 when there is none).
+/// A manifest in the bucket that does not parse (or names another generation than its own):
+/// readers skip it, writers move past it, neither adopts it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UnreadableManifest {
+    /// Its generation (from its name).
+    pub generation: u64,
+    /// Why it was rejected.
+    pub reason: String,
+}
+
+/// The newest manifest that parses, and what was skipped to find it.
+#[derive(Clone, Debug, Default)]
+pub struct Newest {
+    /// The newest manifest that parses; `None` when there is none.
+    pub manifest: Option<Manifest>,
+    /// The highest generation occupied by any file, readable or not: the next publish goes
+    /// above it.
+    pub highest: u64,
+    /// Manifests above the one returned that do not parse.
+    pub unreadable: Vec<UnreadableManifest>,
+}
+
+/// How many unreadable manifests a reader skips before it gives up looking further down.
+const UNREADABLE_SKIPPED: usize = 16;
+
+/// Lists the manifests and reads them newest first until one parses. A manifest deleted between
+/// the list and the read (garbage collection) is skipped; a store error is an error.
+pub async fn newest_manifest(store: &dyn ObjectStore) -> Result<Newest, BackupError> {
+    let generations = list_generations(store).await?;
+    newest_of(store, generations, None).await
+}
+
+/// Every manifest generation in the bucket, newest first.
+async fn list_generations(store: &dyn ObjectStore) -> Result<Vec<u64>, BackupError> {
+    let dir = Path::from(MANIFEST_DIR);
+    let metas: Vec<_> = store
+        .list(Some(&dir))
+        .try_collect()
+        .await
+        .map_err(store_err("list", &dir))?;
+    let mut generations: Vec<u64> = metas
+        .iter()
+        .filter_map(|m| manifest::parse_manifest_path(&m.location))
+        .collect();
+    generations.sort_unstable_by(|a, b| b.cmp(a));
+    Ok(generations)
+}
+
+/// Reads `generations` (newest first) until one parses; stops without reading at `known`, a
+/// generation whose manifest the caller already holds (returned as `manifest: None` with
+/// `highest` set, meaning "nothing newer parses").
+async fn newest_of(
+    store: &dyn ObjectStore,
+    generations: Vec<u64>,
+    known: Option<u64>,
+) -> Result<Newest, BackupError> {
+    let mut newest = Newest {
+        highest: generations.first().copied().unwrap_or(0),
+        ..Newest::default()
+    };
+    for g in generations {
+        if Some(g) == known {
+            break;
+        }
+        match read_manifest(store, g).await {
+            Ok(m) => {
+                newest.manifest = Some(m);
+                break;
+            }
+            Err(BackupError::CorruptManifest { reason, .. }) => {
+                tracing::error!(generation = g, %reason, "skipping an unreadable manifest");
+                newest.unreadable.push(UnreadableManifest {
+                    generation: g,
+                    reason,
+                });
+                if newest.unreadable.len() >= UNREADABLE_SKIPPED {
+                    break;
+                }
+            }
+            Err(BackupError::Store { source, .. })
+                if matches!(*source, object_store::Error::NotFound { .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(newest)
+}
+
+/// The highest manifest generation in the bucket, readable or not (0 when there is none).
 pub async fn latest_generation(store: &dyn ObjectStore) -> Result<u64, BackupError> {
     let dir = Path::from(MANIFEST_DIR);
     let metas: Vec<_> = store
@@ -166,42 +255,81 @@ pub async fn read_manifest(
     Ok(m)
 }
 
-/// Loads the newest generation on top of `base`: only objects `base` lacks are fetched, each is
-/// verified against its sha256, and one that fails is left out and recorded in the snapshot's
-/// `missing` with a time before which it is not fetched again (`backoff`). A base loaded from the
-/// bucket whose generation is still the newest is [`Loaded::Unchanged`] unless one of its missing
-/// objects is due; a base from the local store is always checked against the bucket's manifest
-/// (the bucket vouches for it object by object). A generation *older* than `base` is returned
-/// too (the bucket was replaced or reset): callers decide what to trust.
+/// What one read of the bucket found.
+#[derive(Debug)]
+pub struct Read {
+    /// The snapshot, or why there is none newer.
+    pub loaded: Loaded,
+    /// Manifests above the one loaded that do not parse.
+    pub unreadable: Vec<UnreadableManifest>,
+}
+
+/// Loads the newest manifest that parses on top of `base`: only objects `base` lacks are
+/// fetched, each is verified against its sha256, and one that fails is left out and recorded in
+/// the snapshot's `missing` with a time before which it is not fetched again (`backoff`). A base
+/// loaded from the bucket whose generation is still the newest is [`Loaded::Unchanged`] unless
+/// one of its missing objects is due; a base the bucket has not vouched for (the local store,
+/// or sets not yet backed up) is always checked against the bucket's manifest, object by object.
+/// A generation *older* than `base` is returned too (the bucket was replaced or reset): callers
+/// decide what to trust. With `restore`, every object fetched (and the manifest) is also written
+/// to that local store, so a replica's store follows the bucket.
 pub async fn load_latest(
     store: &dyn ObjectStore,
     base: &Snapshot,
     backoff: Backoff,
-) -> Result<Loaded, BackupError> {
-    let generation = latest_generation(store).await?;
-    if generation == 0 {
-        return Ok(Loaded::Empty);
-    }
+    restore: Option<&FileStore>,
+) -> Result<Read, BackupError> {
+    let generations = list_generations(store).await?;
     let now = Instant::now();
-    if base.origin == Origin::Bucket
-        && generation == base.generation
-        && !base.missing.values().any(|m| m.retry_at <= now)
-    {
-        return Ok(Loaded::Unchanged);
+    let settled = base.vouched() && !base.missing.values().any(|m| m.retry_at <= now);
+    // A poll of an unchanged bucket is one list: the manifest the base came from is not read
+    // again, nor is anything below it.
+    let known = (settled && base.generation > 0).then_some(base.generation);
+    let newest = newest_of(store, generations, known).await?;
+    let Some(manifest) = newest.manifest else {
+        let loaded = if known.is_some() && newest.highest >= base.generation {
+            Loaded::Unchanged
+        } else {
+            Loaded::Empty
+        };
+        return Ok(Read {
+            loaded,
+            unreadable: newest.unreadable,
+        });
+    };
+    let loaded = load_manifest(store, base, &manifest, backoff, restore).await?;
+    if let Some(local) = restore {
+        write_local_manifest(local, &manifest).await;
     }
-    let manifest = read_manifest(store, generation).await?;
-    Ok(Loaded::New(
-        load_manifest(store, base, &manifest, backoff).await?,
-    ))
+    Ok(Read {
+        loaded: Loaded::New(loaded),
+        unreadable: newest.unreadable,
+    })
+}
+
+/// Keeps a copy of a manifest in the local store; a failure only costs a reload later.
+async fn write_local_manifest(local: &FileStore, manifest: &Manifest) {
+    let body = serde_json::to_vec_pretty(manifest).expect("a manifest always serialises");
+    let rel = manifest::manifest_path(manifest.generation).to_string();
+    let l = local.clone();
+    if let Err(e) = tokio::task::spawn_blocking(move || l.write(&rel, &body))
+        .await
+        .map_err(std::io::Error::other)
+        .and_then(|r| r)
+    {
+        tracing::warn!(store = %local.root().display(), error = %e, "could not keep a local copy of the manifest");
+    }
 }
 
 /// Loads the sets `manifest` names on top of `base`: sets `base` holds with the same sha256 are
 /// shared, objects `base` failed to load are fetched again only once their retry time has come.
+/// With `restore`, each object fetched and verified is written to that local store too.
 pub async fn load_manifest(
     store: &dyn ObjectStore,
     base: &Snapshot,
     manifest: &Manifest,
     backoff: Backoff,
+    restore: Option<&FileStore>,
 ) -> Result<Snapshot, BackupError> {
     let now = Instant::now();
     let mut files = BTreeMap::new();
@@ -265,11 +393,18 @@ pub async fn load_manifest(
     }
     // Hashing, decompressing and parsing are CPU work: keep them off the actors' thread so
     // queries are never held up by a load.
+    let restore = restore.cloned();
     let decoded = tokio::task::spawn_blocking(move || {
         bodies
             .into_iter()
             .map(|(path, entry, failures, body)| {
                 let set = manifest::decode(&entry, &body);
+                if let (Ok(_), Some(local)) = (&set, &restore)
+                    && !local.exists(&path)
+                    && let Err(e) = local.write(&path, &body)
+                {
+                    tracing::warn!(%path, error = %e, "could not restore the object into the local store");
+                }
                 (path, entry, failures, set)
             })
             .collect::<Vec<_>>()
@@ -287,18 +422,39 @@ pub async fn load_manifest(
     Ok(Snapshot::build(manifest, files, missing, Origin::Bucket))
 }
 
-/// Loads the newest generation the local file store holds, verifying every object.
+/// Loads what the local file store holds, verifying every object: the newest local manifest,
+/// or the staged lineage (sets built but not yet backed up) when it is at least as new. Staged
+/// sets not in that manifest come back as pending.
 pub fn load_local(local: &FileStore) -> Result<Option<Snapshot>, BackupError> {
-    let Some(manifest) = local.latest_manifest().map_err(|e| {
+    let manifest = local.latest_manifest().map_err(|e| {
         BackupError::local(local.root().join(MANIFEST_DIR).display().to_string(), e)
-    })?
-    else {
-        return Ok(None);
+    })?;
+    let staged = local
+        .staged()
+        .map_err(|e| BackupError::local(local.root().join(STAGED).display().to_string(), e))?
+        .filter(|s| {
+            manifest
+                .as_ref()
+                .is_none_or(|m| s.generation >= m.generation)
+        });
+    let (lineage, published) = match (staged, manifest) {
+        (Some(s), m) => {
+            let published: BTreeSet<String> = m
+                .filter(|m| m.generation == s.generation)
+                .map(|m| m.files.into_keys().collect())
+                .unwrap_or_default();
+            (s, published)
+        }
+        (None, Some(m)) => {
+            let published = m.files.keys().cloned().collect();
+            (m, published)
+        }
+        (None, None) => return Ok(None),
     };
     let now = Instant::now();
     let mut files = BTreeMap::new();
     let mut missing = BTreeMap::new();
-    for (path, entry) in &manifest.files {
+    for (path, entry) in &lineage.files {
         let loaded = match local.read(path) {
             Ok(body) => manifest::decode(entry, &body).map_err(ObjectProblem::from),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(ObjectProblem::Missing),
@@ -322,12 +478,17 @@ pub fn load_local(local: &FileStore) -> Result<Option<Snapshot>, BackupError> {
             }
         }
     }
-    Ok(Some(Snapshot::build(
-        &manifest,
-        files,
-        missing,
-        Origin::Local,
-    )))
+    let mut snapshot = Snapshot::build(&lineage, files, missing, Origin::Local);
+    snapshot.pending = lineage
+        .files
+        .keys()
+        .filter(|p| !published.contains(*p))
+        .cloned()
+        .collect();
+    if !snapshot.pending.is_empty() {
+        snapshot.staged_at = Some(lineage.updated);
+    }
+    Ok(Some(snapshot))
 }
 
 /// Why a publish did not happen.
@@ -339,6 +500,19 @@ pub enum PublishError {
         /// The generation found.
         generation: u64,
         /// Its writer's term.
+        term: u64,
+    },
+    /// Another writer claims this writer's own term: two writers share the bucket (two
+    /// standalone installs, or two clusters on one prefix). Neither may go on writing.
+    #[error(
+        "foreign writer: generation {generation} was written by {writer:?} under this replica's own term {term}; two writers share this bucket, so this one stopped writing"
+    )]
+    ForeignWriter {
+        /// The generation found.
+        generation: u64,
+        /// Its writer.
+        writer: String,
+        /// The shared term.
         term: u64,
     },
     /// Leadership ended while writing; nothing more was written.
@@ -356,7 +530,9 @@ impl PublishError {
     /// Whether trying again later can succeed.
     pub fn is_retryable(&self) -> bool {
         match self {
-            PublishError::Fenced { .. } | PublishError::Cancelled => false,
+            PublishError::Fenced { .. }
+            | PublishError::ForeignWriter { .. }
+            | PublishError::Cancelled => false,
             PublishError::Contended => true,
             PublishError::Backup(e) => e.is_retryable(),
         }
@@ -366,6 +542,7 @@ impl PublishError {
     pub fn label(&self) -> &'static str {
         match self {
             PublishError::Fenced { .. } => "fenced",
+            PublishError::ForeignWriter { .. } => "foreign_writer",
             PublishError::Cancelled => "cancelled",
             PublishError::Contended => "contended",
             PublishError::Backup(_) => "error",
@@ -385,15 +562,29 @@ pub struct Writer<'a> {
     pub hourly_retention: Duration,
     /// Daily sets likewise.
     pub daily_retention: Duration,
-    /// Retry policy for objects a reload (after a lost race) fails to fetch.
+    /// Retry policy for objects a reload fails to fetch.
     pub backoff: Backoff,
 }
 
-/// Publishes `sets` as the next generation on top of `base`: objects first (local store, then
-/// bucket), then the manifest with create-if-absent, then the local manifest. Returns the new
-/// snapshot.
-pub async fn publish(
-    store: &dyn ObjectStore,
+impl Writer<'_> {
+    /// Whether a set is still within retention at `now`.
+    fn retains(&self, e: &FileEntry, now: DateTime<Utc>) -> bool {
+        let keep_for = match e.resolution {
+            Resolution::Hour => self.hourly_retention,
+            Resolution::Day => self.daily_retention,
+        };
+        e.end > now - keep_for
+    }
+}
+
+/// The local file of the staged lineage: every set the leader holds, written before any of it
+/// reaches the bucket, so a crash while the bucket is down loses nothing.
+pub const STAGED: &str = "etl/v1/staged.json";
+
+/// Stages `sets` on top of `base` in the local store: the objects, then the whole lineage
+/// (`etl/v1/staged.json`), each written atomically. The sets are pending until [`backup`] puts
+/// them in the bucket. Returns the lineage to serve.
+pub async fn stage(
     local: &FileStore,
     base: Arc<Snapshot>,
     writer: &Writer<'_>,
@@ -421,64 +612,211 @@ pub async fn publish(
             .map_err(std::io::Error::other)
             .and_then(|r| r)
             .map_err(|e| BackupError::local(local_path, e))?;
-        let p = Path::from(e.path.as_str());
-        store
-            .put(&p, PutPayload::from(e.body.clone()))
-            .await
-            .map_err(store_err("put", &p))?;
     }
     let new_sets: BTreeMap<String, (FileEntry, LoadedSet)> = encoded
         .into_iter()
         .zip(sets)
         .map(|(e, set)| (e.path, (e.entry, LoadedSet::from(set))))
         .collect();
+    let replaced = |e: &FileEntry| new_sets.values().any(|(n, _)| n.slot() == e.slot());
+    let mut files: BTreeMap<String, (FileEntry, LoadedSet)> = base
+        .files
+        .iter()
+        .filter(|(_, (e, _))| !replaced(e))
+        .map(|(p, v)| (p.clone(), v.clone()))
+        .collect();
+    files.extend(new_sets.iter().map(|(p, v)| (p.clone(), v.clone())));
+    files.retain(|_, (e, _)| writer.retains(e, now));
+    // Entries that could not be loaded are carried forward unless replaced or expired: a
+    // failed read must never drop data from the backup.
+    let missing: BTreeMap<String, Missing> = base
+        .missing
+        .iter()
+        .filter(|(_, m)| writer.retains(&m.entry, now) && !replaced(&m.entry))
+        .map(|(p, m)| (p.clone(), m.clone()))
+        .collect();
+    let mut pending: BTreeSet<String> = base
+        .pending
+        .iter()
+        .filter(|p| files.contains_key(*p))
+        .cloned()
+        .collect();
+    pending.extend(new_sets.keys().cloned());
+    let lineage = Manifest {
+        generation: base.generation,
+        term: writer.term,
+        writer: writer.identity.to_string(),
+        updated: now,
+        files: entries(&files, &missing),
+    };
+    let body = serde_json::to_vec_pretty(&lineage).expect("a manifest always serialises");
+    let l = local.clone();
+    tokio::task::spawn_blocking(move || l.write(STAGED, &body))
+        .await
+        .map_err(std::io::Error::other)
+        .and_then(|r| r)
+        .map_err(|e| BackupError::local(local.root().join(STAGED).display().to_string(), e))?;
+    let mut snapshot = Snapshot::build(&lineage, files, missing, base.origin);
+    // The lineage keeps describing the generation it builds on; what is new is pending.
+    snapshot.term = base.term;
+    snapshot.writer.clone_from(&base.writer);
+    snapshot.staged_at = base.staged_at.or(Some(now));
+    snapshot.pending = pending;
+    Ok(snapshot)
+}
 
-    let mut base = base;
+/// Every entry of a lineage: the sets loaded and those that could not be.
+fn entries(
+    files: &BTreeMap<String, (FileEntry, LoadedSet)>,
+    missing: &BTreeMap<String, Missing>,
+) -> BTreeMap<String, FileEntry> {
+    files
+        .iter()
+        .map(|(p, (e, _))| (p.clone(), e.clone()))
+        .chain(missing.iter().map(|(p, m)| (p.clone(), m.entry.clone())))
+        .collect()
+}
+
+/// What a backup did.
+#[derive(Debug)]
+pub struct Backed {
+    /// The lineage after the backup: a new generation when one was published.
+    pub snapshot: Snapshot,
+    /// Whether a generation was published.
+    pub published: bool,
+    /// Objects uploaded that the bucket lacked (pending ones, or ones lost from the bucket).
+    pub uploaded: usize,
+    /// Manifests above the newest readable one that do not parse.
+    pub unreadable: Vec<UnreadableManifest>,
+}
+
+/// Backs `head` (the leader's lineage) up to the bucket: reads the newest manifest that parses;
+/// merges a newer one of a lower term (a stale leader's last write) or of this writer's own
+/// identity into the lineage, never dropping a set except by retention; stops at a higher term
+/// (fenced) or at another writer under this term (foreign writer); uploads the pending objects,
+/// and, when the bucket is behind the lineage or lost objects, every object it lacks (from the
+/// local store, or re-encoded from memory); then creates the next generation above every
+/// occupied one with create-if-absent. Nothing is published when the bucket already holds the
+/// lineage.
+pub async fn backup(
+    store: &dyn ObjectStore,
+    local: &FileStore,
+    head: Arc<Snapshot>,
+    writer: &Writer<'_>,
+    now: DateTime<Utc>,
+) -> Result<Backed, PublishError> {
+    // A lineage the bucket has not vouched for (read from the local store at promotion) may
+    // name objects the bucket lost: check every one.
+    let verify_all = head.origin == Origin::Local;
+    let mut head = head;
+    let mut uploaded = 0;
     for _ in 0..PUBLISH_ATTEMPTS {
         if writer.cancel.is_cancelled() {
             return Err(PublishError::Cancelled);
         }
-        if base.term > writer.term {
-            return Err(PublishError::Fenced {
-                generation: base.generation,
-                term: base.term,
+        let newest = newest_manifest(store).await?;
+        let mut check_all = verify_all;
+        match &newest.manifest {
+            Some(m) if m.generation >= head.generation && !holds(m, &head) => {
+                if m.term > writer.term {
+                    return Err(PublishError::Fenced {
+                        generation: m.generation,
+                        term: m.term,
+                    });
+                }
+                let same_term_other_writer = m.term == writer.term && m.writer != writer.identity;
+                // Another identity publishing under our term *after our own publish* is alive
+                // beside us: two writers share the bucket. (Found at start, before we published,
+                // it is usually ourselves under an older name, a standalone pod restarted: merge.)
+                if same_term_other_writer
+                    && head.writer == writer.identity
+                    && m.generation > head.generation
+                {
+                    return Err(PublishError::ForeignWriter {
+                        generation: m.generation,
+                        writer: m.writer.clone(),
+                        term: m.term,
+                    });
+                }
+                if same_term_other_writer {
+                    tracing::warn!(
+                        generation = m.generation, writer = %m.writer, term = m.term,
+                        "merging a generation written under this replica's own term by another identity; if that writer still runs, two writers share this bucket and one of them will stop"
+                    );
+                } else if m.generation > head.generation {
+                    tracing::warn!(
+                        generation = m.generation, their_term = m.term, our_term = writer.term,
+                        writer = %m.writer, "a newer generation of no higher term: merging it into this lineage"
+                    );
+                }
+                let theirs = load_manifest(store, &head, m, writer.backoff, Some(local)).await?;
+                head = Arc::new(merge(&head, &theirs, writer, now));
+            }
+            Some(m) if m.generation < head.generation => check_all = true,
+            None => check_all = true,
+            _ => {}
+        }
+        if head.files.is_empty() && head.missing.is_empty() {
+            // Nothing built and nothing in the bucket: nothing to back up.
+            return Ok(Backed {
+                snapshot: (*head).clone(),
+                published: false,
+                uploaded,
+                unreadable: newest.unreadable,
             });
         }
-        let generation = base.generation + 1;
-        let mut files: BTreeMap<String, (FileEntry, LoadedSet)> = base
-            .files
-            .iter()
-            .filter(|(_, (e, _))| !new_sets.values().any(|(n, _)| n.slot() == e.slot()))
-            .map(|(p, v)| (p.clone(), v.clone()))
-            .collect();
-        files.extend(new_sets.iter().map(|(p, v)| (p.clone(), v.clone())));
-        let retained = |e: &FileEntry| {
-            let keep_for = match e.resolution {
-                Resolution::Hour => writer.hourly_retention,
-                Resolution::Day => writer.daily_retention,
-            };
-            e.end > now - keep_for
+        // Upload what the bucket lacks.
+        let present = if check_all {
+            Some(list_objects(store).await?)
+        } else {
+            None
         };
-        files.retain(|_, (e, _)| retained(e));
-        // Entries the base could not load are carried forward unless replaced or expired: a
-        // failed read must never drop data from the backup.
-        let carried: BTreeMap<String, Missing> = base
-            .missing
-            .iter()
-            .filter(|(_, m)| retained(&m.entry))
-            .filter(|(_, m)| !new_sets.values().any(|(n, _)| n.slot() == m.entry.slot()))
-            .map(|(p, m)| (p.clone(), m.clone()))
-            .collect();
+        for (path, (entry, set)) in &head.files {
+            let absent = match &present {
+                Some(p) => p.get(path) != Some(&entry.bytes),
+                None => head.pending.contains(path),
+            };
+            if !absent {
+                continue;
+            }
+            if writer.cancel.is_cancelled() {
+                return Err(PublishError::Cancelled);
+            }
+            let body = good_copy(local, path, entry, set).await?;
+            let p = Path::from(path.as_str());
+            store
+                .put(&p, PutPayload::from(body))
+                .await
+                .map_err(store_err("put", &p))?;
+            uploaded += 1;
+        }
+        // The bucket's newest manifest already names this lineage under this writer's term:
+        // nothing to publish. (Under an older term it is published again, so the bucket
+        // carries the new term at once and fences the previous leader.)
+        if let Some(m) = newest
+            .manifest
+            .as_ref()
+            .filter(|m| m.term == writer.term && holds(m, &head))
+        {
+            let mut snapshot = (*head).clone();
+            snapshot.origin = Origin::Bucket;
+            snapshot.generation = m.generation;
+            snapshot.pending.clear();
+            snapshot.staged_at = None;
+            return Ok(Backed {
+                snapshot,
+                published: false,
+                uploaded,
+                unreadable: newest.unreadable,
+            });
+        }
+        let generation = newest.highest.max(head.generation) + 1;
         let manifest = Manifest {
             generation,
             term: writer.term,
             writer: writer.identity.to_string(),
             updated: now,
-            files: files
-                .iter()
-                .map(|(p, (e, _))| (p.clone(), e.clone()))
-                .chain(carried.iter().map(|(p, m)| (p.clone(), m.entry.clone())))
-                .collect(),
+            files: head.file_entries(),
         };
         let body = serde_json::to_vec_pretty(&manifest).expect("a manifest always serialises");
         let path = manifest::manifest_path(generation);
@@ -486,56 +824,54 @@ pub async fn publish(
             mode: PutMode::Create,
             ..PutOptions::default()
         };
-        match store
-            .put_opts(&path, PutPayload::from(body.clone()), opts)
-            .await
-        {
+        if writer.cancel.is_cancelled() {
+            return Err(PublishError::Cancelled);
+        }
+        match store.put_opts(&path, PutPayload::from(body), opts).await {
             Ok(_) => {
                 // Garbage collection removes old manifests, so a writer paused for long enough
                 // can create a generation below the newest. Look once more before trusting it.
-                let newest = latest_generation(store).await?;
-                if newest > generation {
-                    let theirs = read_manifest(store, newest).await?;
-                    if theirs.term > writer.term {
-                        return Err(PublishError::Fenced {
-                            generation: theirs.generation,
-                            term: theirs.term,
-                        });
-                    }
+                let after = newest_manifest(store).await?;
+                if after
+                    .manifest
+                    .as_ref()
+                    .is_some_and(|m| m.generation > generation)
+                {
                     tracing::warn!(
                         generation,
-                        newest,
-                        "published below the newest generation; retrying on top of it"
+                        "published below the newest generation; merging it and publishing again"
                     );
-                    base = Arc::new(load_manifest(store, &base, &theirs, writer.backoff).await?);
+                    head = Arc::new(Snapshot::build(
+                        &manifest,
+                        head.files.clone(),
+                        head.missing.clone(),
+                        Origin::Bucket,
+                    ));
                     continue;
                 }
-                let rel = path.to_string();
+                write_local_manifest(local, &manifest).await;
                 let l = local.clone();
-                let local_path = local.root().join(&rel).display().to_string();
-                // The bucket has the generation; a failed local copy only costs a reload later.
-                if let Err(e) = tokio::task::spawn_blocking(move || l.write(&rel, &body))
+                if let Err(e) = tokio::task::spawn_blocking(move || l.remove(STAGED))
                     .await
                     .map_err(std::io::Error::other)
                     .and_then(|r| r)
                 {
-                    tracing::warn!(path = %local_path, error = %e, "could not keep a local copy of the manifest");
+                    tracing::warn!(error = %e, "could not clear the staged lineage (harmless: the manifest supersedes it)");
                 }
-                return Ok(Snapshot::build(&manifest, files, carried, Origin::Bucket));
+                return Ok(Backed {
+                    snapshot: Snapshot::build(
+                        &manifest,
+                        head.files.clone(),
+                        head.missing.clone(),
+                        Origin::Bucket,
+                    ),
+                    published: true,
+                    uploaded,
+                    unreadable: newest.unreadable,
+                });
             }
             Err(object_store::Error::AlreadyExists { .. }) => {
-                // Someone else took this generation: reload and decide.
-                let newest = latest_generation(store).await?;
-                let theirs = read_manifest(store, newest.max(generation)).await?;
-                if theirs.term > writer.term {
-                    return Err(PublishError::Fenced {
-                        generation: theirs.generation,
-                        term: theirs.term,
-                    });
-                }
-                tracing::warn!(generation, their_term = theirs.term, our_term = writer.term, writer = %theirs.writer,
-                    "lost a generation to a writer of no higher term; publishing on top of it");
-                base = Arc::new(load_manifest(store, &base, &theirs, writer.backoff).await?);
+                tracing::warn!(generation, "lost a generation race; reading the winner");
             }
             Err(source) => return Err(store_err("put", &path)(source).into()),
         }
@@ -543,32 +879,240 @@ pub async fn publish(
     Err(PublishError::Contended)
 }
 
-/// Uploads, from the local file store, every object `snapshot` names that the bucket lacks: run
-/// when a leader finds the bucket behind its own store (a new or replaced bucket), so the next
-/// manifest never names objects the bucket does not have. Returns how many were uploaded.
-pub async fn seed(
+/// Whether manifest `m` names exactly the lineage `head` holds (same paths), so publishing it
+/// again would add nothing.
+fn holds(m: &Manifest, head: &Snapshot) -> bool {
+    let ours = head.file_entries();
+    m.files.len() == ours.len()
+        && m.files
+            .iter()
+            .all(|(p, e)| ours.get(p).is_some_and(|o| o.sha256 == e.sha256))
+}
+
+/// Merges `theirs` (a newer manifest, loaded on top of `ours`) into our lineage, slot by slot:
+/// a slot only one side has is kept; where both differ, a complete set beats a partial one,
+/// then the one whose data reaches further, then ours. Nothing is dropped but by retention.
+/// The result builds on `theirs`'s generation; what it holds beyond `theirs` is pending.
+fn merge(ours: &Snapshot, theirs: &Snapshot, writer: &Writer<'_>, now: DateTime<Utc>) -> Snapshot {
+    type Slot = (crate::model::SetKind, Resolution, DateTime<Utc>);
+    enum Pick<'a> {
+        Loaded(&'a String, &'a (FileEntry, LoadedSet)),
+        Missing(&'a String, &'a Missing),
+    }
+    impl Pick<'_> {
+        fn entry(&self) -> &FileEntry {
+            match self {
+                Pick::Loaded(_, (e, _)) => e,
+                Pick::Missing(_, m) => &m.entry,
+            }
+        }
+    }
+    let better = |a: &FileEntry, b: &FileEntry| {
+        let complete = |e: &FileEntry| e.data_end >= e.end;
+        (complete(a), a.data_end) > (complete(b), b.data_end)
+    };
+    let mut slots: BTreeMap<Slot, Pick<'_>> = BTreeMap::new();
+    // Theirs first, then ours over them where ours is at least as good.
+    for side in [theirs, ours] {
+        let from_ours = std::ptr::eq(side, ours);
+        let picks = side
+            .files
+            .iter()
+            .map(|(p, v)| Pick::Loaded(p, v))
+            .chain(side.missing.iter().map(|(p, m)| Pick::Missing(p, m)));
+        for pick in picks {
+            let slot = pick.entry().slot();
+            match slots.get(&slot) {
+                Some(held) if !from_ours || better(held.entry(), pick.entry()) => {}
+                Some(held)
+                    if matches!(pick, Pick::Missing(..)) && matches!(held, Pick::Loaded(..)) => {}
+                _ => {
+                    slots.insert(slot, pick);
+                }
+            }
+        }
+    }
+    let mut files = BTreeMap::new();
+    let mut missing = BTreeMap::new();
+    for pick in slots.into_values() {
+        if !writer.retains(pick.entry(), now) {
+            continue;
+        }
+        match pick {
+            Pick::Loaded(p, v) => {
+                files.insert(p.clone(), v.clone());
+            }
+            Pick::Missing(p, m) => {
+                missing.insert(p.clone(), m.clone());
+            }
+        }
+    }
+    let published = theirs.file_entries();
+    let mut merged = theirs.clone();
+    merged.files = files;
+    merged.missing = missing;
+    merged.rebuild_index();
+    merged.pending = merged
+        .file_entries()
+        .into_keys()
+        .filter(|p| !published.contains_key(p))
+        .collect();
+    merged.staged_at = (!merged.pending.is_empty()).then(|| ours.staged_at.unwrap_or(now));
+    merged
+}
+
+/// Path → size of every set object in the bucket.
+async fn list_objects(store: &dyn ObjectStore) -> Result<BTreeMap<String, u64>, BackupError> {
+    let mut out = BTreeMap::new();
+    for kind in ["allocations", "assets"] {
+        let dir = Path::from(format!("{}/{kind}", manifest::OBJECT_DIR));
+        let metas: Vec<_> = store
+            .list(Some(&dir))
+            .try_collect()
+            .await
+            .map_err(store_err("list", &dir))?;
+        out.extend(metas.into_iter().map(|m| (m.location.to_string(), m.size)));
+    }
+    Ok(out)
+}
+
+/// The stored bytes of a set, verified against its entry: from the local store, or, when the
+/// local copy is gone or damaged, encoded again from the set in memory (encoding is
+/// deterministic, so the bytes hash the same).
+async fn good_copy(
+    local: &FileStore,
+    path: &str,
+    entry: &FileEntry,
+    set: &LoadedSet,
+) -> Result<bytes::Bytes, BackupError> {
+    let (l, p, e, set) = (local.clone(), path.to_string(), entry.clone(), set.clone());
+    tokio::task::spawn_blocking(move || {
+        if let Ok(body) = l.read(&p)
+            && manifest::verify(&e, &body)
+        {
+            return Ok(bytes::Bytes::from(body));
+        }
+        let encoded = manifest::encode(&set.to_etl()).map_err(|err| BackupError::local(p.clone(), err))?;
+        if encoded.entry.sha256 != e.sha256 {
+            return Err(BackupError::local(
+                p.clone(),
+                std::io::Error::other("no good copy: the local file is gone or damaged and the set encodes differently"),
+            ));
+        }
+        // Mend the local store too.
+        if let Err(err) = l.write(&p, &encoded.body) {
+            tracing::warn!(path = %p, error = %err, "could not mend the local copy");
+        }
+        Ok(encoded.body)
+    })
+    .await
+    .map_err(|e| BackupError::local("copy task", std::io::Error::other(e)))?
+}
+
+/// Publishes `sets` as the next generation on top of `base`: [`stage`] then [`backup`].
+pub async fn publish(
     store: &dyn ObjectStore,
     local: &FileStore,
-    snapshot: &Snapshot,
-) -> Result<usize, BackupError> {
-    let mut uploaded = 0;
-    for path in snapshot.files.keys() {
-        let p = Path::from(path.as_str());
-        match store.head(&p).await {
-            Ok(_) => continue,
-            Err(object_store::Error::NotFound { .. }) => {}
-            Err(source) => return Err(store_err("head", &p)(source)),
+    base: Arc<Snapshot>,
+    writer: &Writer<'_>,
+    sets: Vec<EtlSet>,
+    now: DateTime<Utc>,
+) -> Result<Snapshot, PublishError> {
+    let staged = stage(local, base, writer, sets, now).await?;
+    Ok(backup(store, local, Arc::new(staged), writer, now)
+        .await?
+        .snapshot)
+}
+
+/// What a scrub found and did.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Scrub {
+    /// Objects the manifest names that the bucket lacked or held with the wrong size.
+    pub absent: usize,
+    /// Objects whose bytes were read and hashed.
+    pub verified: usize,
+    /// Objects found damaged (wrong hash) when read.
+    pub damaged: usize,
+    /// Objects put back from a good copy.
+    pub repaired: usize,
+    /// Objects with no good copy anywhere: their sets are unavailable until rebuilt.
+    pub lost: Vec<String>,
+    /// Whether the bucket's newest readable manifest is not this lineage's (deleted, damaged,
+    /// or behind): the next backup publishes it again.
+    pub manifest_behind: bool,
+}
+
+/// Verifies the bucket against the leader's published lineage and repairs it: every object the
+/// manifest names must be there with its size (one list), and `deep` of them (from `cursor`,
+/// round robin) are read and hashed; what is absent or damaged is put back from the local
+/// store or re-encoded from memory.
+pub async fn scrub(
+    store: &dyn ObjectStore,
+    local: &FileStore,
+    head: &Snapshot,
+    deep: usize,
+    cursor: &mut usize,
+) -> Result<Scrub, BackupError> {
+    let mut report = Scrub::default();
+    let newest = newest_manifest(store).await?;
+    report.manifest_behind = newest
+        .manifest
+        .as_ref()
+        .is_none_or(|m| m.generation < head.generation || !holds(m, head));
+    let present = list_objects(store).await?;
+    let published: Vec<(&String, &(FileEntry, LoadedSet))> = head
+        .files
+        .iter()
+        .filter(|(p, _)| !head.pending.contains(*p))
+        .collect();
+    let mut damaged: Vec<&String> = Vec::new();
+    if !published.is_empty() {
+        for i in 0..deep.min(published.len()) {
+            let (path, (entry, _)) = published[(*cursor + i) % published.len()];
+            if present.get(path.as_str()) != Some(&entry.bytes) {
+                continue;
+            }
+            let p = Path::from(path.as_str());
+            let body = store
+                .get(&p)
+                .await
+                .map_err(store_err("get", &p))?
+                .bytes()
+                .await
+                .map_err(store_err("get", &p))?;
+            report.verified += 1;
+            if !manifest::verify(entry, &body) {
+                report.damaged += 1;
+                damaged.push(path);
+            }
         }
-        let body = local
-            .read(path)
-            .map_err(|e| BackupError::local(path.clone(), e))?;
-        store
-            .put(&p, PutPayload::from(body))
-            .await
-            .map_err(store_err("put", &p))?;
-        uploaded += 1;
+        *cursor = (*cursor + deep) % published.len();
     }
-    Ok(uploaded)
+    for (path, (entry, set)) in &published {
+        let absent = present.get(path.as_str()) != Some(&entry.bytes);
+        if absent {
+            report.absent += 1;
+        }
+        if !absent && !damaged.contains(path) {
+            continue;
+        }
+        match good_copy(local, path, entry, set).await {
+            Ok(body) => {
+                let p = Path::from(path.as_str());
+                store
+                    .put(&p, PutPayload::from(body))
+                    .await
+                    .map_err(store_err("put", &p))?;
+                report.repaired += 1;
+            }
+            Err(e) => {
+                tracing::error!(%path, error = %e, "a backup object is lost: no good copy to put back");
+                report.lost.push((*path).clone());
+            }
+        }
+    }
+    Ok(report)
 }
 
 /// Deletes manifests older than the newest few and objects no remaining manifest names, but
@@ -602,9 +1146,13 @@ pub async fn collect_garbage(
     for g in kept {
         match read_manifest(store, g).await {
             Ok(m) => referenced.extend(m.files.into_keys()),
-            // An unreadable kept manifest: we cannot know what it needs, so delete nothing.
+            // Garbage names nothing a reader could use; one already gone names nothing.
+            Err(BackupError::CorruptManifest { .. }) => {}
+            Err(BackupError::Store { source, .. })
+                if matches!(*source, object_store::Error::NotFound { .. }) => {}
+            // A manifest that could not be read now may need anything: delete nothing.
             Err(e) => {
-                tracing::warn!(generation = g, error = %e, "garbage collection skipped: unreadable manifest");
+                tracing::warn!(generation = g, error = %e, "garbage collection skipped: a manifest could not be read");
                 return Ok(deleted);
             }
         }

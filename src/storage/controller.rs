@@ -26,7 +26,10 @@ use object_store::ObjectStore;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
-use super::backup::{self, Backoff, BackupError, Loaded, PublishError, Writer};
+use super::backup::{
+    self, Backed, Backoff, BackupError, Loaded, PublishError, Read, Scrub, UnreadableManifest,
+    Writer,
+};
 use super::filestore::FileStore;
 use super::readiness::{EtlDirError, HeldBack, NotReady};
 use super::snapshot::{Origin, Snapshot};
@@ -35,10 +38,19 @@ use crate::model::{EtlSet, Resolution, SetKind};
 use crate::role::{BucketTerm, Fenced, Role, RoleChanged};
 use crate::supervise::Lifeline;
 
-/// First and longest pause between retries of the promotion read.
-const PROMOTION_RETRY: (Duration, Duration) = (Duration::from_millis(250), Duration::from_secs(15));
-/// How often the leader collects garbage in the bucket.
+/// First and longest pause between retries of a backup that failed (the promotion's included).
+const BACKUP_RETRY: (Duration, Duration) = (Duration::from_millis(250), Duration::from_secs(60));
+/// How often garbage is collected: the leader's bucket and local store, a follower's store.
 const GC_INTERVAL: Duration = Duration::from_secs(600);
+/// The shortest gap between two collections run because a write failed (the bucket may be
+/// full of garbage).
+const GC_AFTER_ERROR: Duration = Duration::from_secs(60);
+/// How often the leader scrubs the bucket (every object's presence and size, and some
+/// objects' bytes).
+const SCRUB_INTERVAL: Duration = Duration::from_secs(300);
+/// How many objects each scrub reads and hashes, round robin: at 90 days the whole bucket is
+/// read about every 90 minutes.
+const SCRUB_DEEP: usize = 16;
 
 /// What storage needs to run.
 #[derive(Clone)]
@@ -76,7 +88,13 @@ pub enum WriteOutcome {
         /// The higher term.
         term: u64,
     },
-    /// The bucket or disk failed; nothing was published.
+    /// Kept in the local store and served, but not yet in the bucket (which failed): the
+    /// backup retries with backoff and catches up.
+    Staged {
+        /// Why the backup failed.
+        error: PublishError,
+    },
+    /// The local store failed (or the writer must stop): nothing was kept.
     Failed(PublishError),
 }
 
@@ -136,7 +154,7 @@ pub struct SnapshotReady {
     /// When the poll started; blocked reads issued before then are answered.
     pub started: Instant,
     /// What the bucket held, or why it could not be read.
-    pub result: Result<Loaded, BackupError>,
+    pub result: Result<Read, BackupError>,
 }
 
 /// Where storage reports to the election: [`Fenced`] when a higher term owns the bucket, and
@@ -194,8 +212,23 @@ pub struct StorageStatus {
     pub last_write: Option<DateTime<Utc>>,
     /// Why the last write failed.
     pub last_write_error: Option<PublishError>,
-    /// Why the leader's promotion read of the bucket is failing (writes stay off meanwhile).
-    pub promotion_error: Option<BackupError>,
+    /// Why the leader's first backup after promotion (reading the bucket, merging it with the
+    /// local store) is failing; the leader builds into its local store meanwhile.
+    pub promotion_error: Option<PublishError>,
+    /// When the lineage was last backed up to the bucket.
+    pub last_backup: Option<DateTime<Utc>>,
+    /// Why the last backup failed.
+    pub last_backup_error: Option<PublishError>,
+    /// Sets built but not yet in the bucket.
+    pub pending_sets: usize,
+    /// Seconds since the oldest set not yet in the bucket was built (`None`: nothing pending).
+    pub backup_lag_seconds: Option<f64>,
+    /// Another writer under this replica's term: writes stopped.
+    pub foreign_writer: Option<PublishError>,
+    /// Manifests above the newest readable one that do not parse.
+    pub unreadable_manifests: Vec<UnreadableManifest>,
+    /// The last scrub of the bucket, and what it found.
+    pub last_scrub: Option<(DateTime<Utc>, Scrub)>,
     /// Why the local file store cannot be written, found at start.
     pub etl_dir_error: Option<EtlDirError>,
     /// Writes dropped because this replica follows.
@@ -279,7 +312,17 @@ pub struct Storage {
     bucket_empty: bool,
     last_write: Option<DateTime<Utc>>,
     last_write_error: Option<PublishError>,
-    promotion_error: Option<BackupError>,
+    promotion_error: Option<PublishError>,
+    last_backup: Option<DateTime<Utc>>,
+    last_backup_error: Option<PublishError>,
+    /// The pause before the next retry of a failed backup.
+    backup_pause: Duration,
+    backup_in_flight: bool,
+    backup_retry_scheduled: bool,
+    foreign_writer: Option<PublishError>,
+    unreadable: Vec<UnreadableManifest>,
+    last_scrub: Option<(DateTime<Utc>, Scrub)>,
+    scrub_cursor: usize,
     etl_dir_error: Option<EtlDirError>,
     dropped: u64,
     last_gc: Option<Instant>,
@@ -293,7 +336,15 @@ impl Storage {
         cancel.cancel();
         let store = cfg.local.clone();
         let local = async move {
-            match tokio::task::spawn_blocking(move || backup::load_local(&store)).await {
+            let load = move || {
+                match store.remove_temp_files() {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(files = n, "removed temporary files an interrupted write left"),
+                    Err(e) => tracing::warn!(error = %e, "could not clean temporary files from the local store"),
+                }
+                backup::load_local(&store)
+            };
+            match tokio::task::spawn_blocking(load).await {
                 Ok(Ok(s)) => s.map(Arc::new),
                 Ok(Err(e)) => {
                     tracing::warn!(error = %e, "could not read the local file store; starting without it");
@@ -326,6 +377,15 @@ impl Storage {
             last_write: None,
             last_write_error: None,
             promotion_error: None,
+            last_backup: None,
+            last_backup_error: None,
+            backup_pause: BACKUP_RETRY.0,
+            backup_in_flight: false,
+            backup_retry_scheduled: false,
+            foreign_writer: None,
+            unreadable: Vec::new(),
+            last_scrub: None,
+            scrub_cursor: 0,
             etl_dir_error: None,
             dropped: 0,
             last_gc: None,
@@ -334,21 +394,21 @@ impl Storage {
     }
 
     /// Installs `snapshot` if it is newer than the served one, or the same generation with fewer
-    /// sets missing. `from_bucket` (a follower's poll) installs whatever the bucket holds, older
-    /// generations included: the bucket is the follower's truth, a replaced bucket restarts its
-    /// generations, and a reload of the same generation carries the retry state of the objects
-    /// that still fail.
-    fn install(&mut self, snapshot: Arc<Snapshot>, from_bucket: bool) {
+    /// sets missing. `force` installs it whatever it is: a follower's poll (the bucket is the
+    /// follower's truth, a replaced bucket restarts its generations, and a reload of the same
+    /// generation carries the retry state of the objects that still fail), and the leader's own
+    /// lineage after a write or a backup.
+    fn install(&mut self, snapshot: Arc<Snapshot>, force: bool) {
         let current = &self.snapshot;
         let same = snapshot.generation == current.generation;
-        let better = from_bucket
+        let better = force
             || snapshot.generation > current.generation
             || (same && snapshot.missing.len() < current.missing.len())
             || (same && current.origin == Origin::Local && snapshot.origin == Origin::Bucket);
         if !better {
             return;
         }
-        if snapshot.generation < current.generation {
+        if snapshot.generation < current.generation && snapshot.vouched() {
             tracing::warn!(
                 bucket = snapshot.generation,
                 loaded = current.generation,
@@ -410,7 +470,12 @@ impl Storage {
         for (_, tx) in self.blocked_reads.drain(..) {
             let _ = tx.send(Ok(self.snapshot.clone()));
         }
-        tracing::info!(term, "promoted: reading the bucket before enabling writes");
+        tracing::info!(
+            term,
+            "promoted: reconciling the bucket and the local store before writing"
+        );
+        self.promotion_error = None;
+        self.backup_pause = BACKUP_RETRY.0;
         // The leader's own store is its to serve: install it (once read) before the bucket
         // read, so a leader whose bucket is down still answers from what it wrote.
         let cancel = self.cancel.clone();
@@ -425,67 +490,222 @@ impl Storage {
                     if let Some(local) = local {
                         act.install(local, false);
                     }
-                    act.promotion_read(term, PROMOTION_RETRY.0, ctx);
+                    act.run_backup(term, true, ctx);
                 }),
         );
     }
 
-    /// One attempt of the promotion read; on failure it is retried with backoff, and the error
-    /// is reported in status meanwhile.
-    fn promotion_read(&mut self, term: u64, pause: Duration, ctx: &mut Context<Self>) {
-        let bucket = self.cfg.bucket.clone();
-        let local = self.cfg.local.clone();
-        let base = self.snapshot.clone();
-        let backoff = self.cfg.backoff;
+    fn writer<'a>(cfg: &'a StorageConfig, term: u64, cancel: &'a CancellationToken) -> Writer<'a> {
+        Writer {
+            identity: &cfg.identity,
+            term,
+            cancel,
+            hourly_retention: cfg.hourly_retention,
+            daily_retention: cfg.daily_retention,
+            backoff: cfg.backoff,
+        }
+    }
+
+    /// Backs the lineage up (one at a time, after any write in progress). The promotion's backup
+    /// is the reconciliation of the bucket and the local store, set by set; writes are enabled
+    /// after it, or after its first failure: the leader then builds into its local store and the
+    /// backup retries with backoff until the bucket takes it.
+    fn run_backup(&mut self, term: u64, promotion: bool, ctx: &mut Context<Self>) {
+        if self.backup_in_flight || self.foreign_writer.is_some() {
+            return;
+        }
+        self.backup_in_flight = true;
+        let lock = self.write_lock.clone();
         let cancel = self.cancel.clone();
-        let read = async move {
-            match backup::load_latest(bucket.as_ref(), &base, backoff).await? {
-                // The bucket is behind this replica's own store (new, emptied or replaced
-                // bucket): back the store up into it before writing on top of it, so no
-                // manifest ever names an object the bucket lacks.
-                Loaded::Empty if base.is_loaded() => {
-                    seed_bucket(bucket.as_ref(), &local, &base, 0).await?;
-                    Ok(None)
-                }
-                Loaded::New(s) if s.generation < base.generation => {
-                    seed_bucket(bucket.as_ref(), &local, &base, s.generation).await?;
-                    Ok(None)
-                }
-                Loaded::New(s) => Ok(Some(s)),
-                Loaded::Empty | Loaded::Unchanged => Ok(None),
-            }
+        ctx.spawn(
+            async move { lock.lock_owned().await }
+                .into_actor(self)
+                .then(move |guard, act, _| {
+                    let head = act.snapshot.clone();
+                    let cfg = act.cfg.clone();
+                    async move {
+                        let writer = Self::writer(&cfg, term, &cancel);
+                        let res = backup::backup(
+                            cfg.bucket.as_ref(),
+                            &cfg.local,
+                            head,
+                            &writer,
+                            Utc::now(),
+                        )
+                        .await;
+                        drop(guard);
+                        res
+                    }
+                    .into_actor(act)
+                })
+                .map(move |res, act, ctx| {
+                    act.backup_in_flight = false;
+                    if act.role != (Role::Leader { term }) {
+                        return;
+                    }
+                    act.after_backup(term, res, promotion, ctx);
+                }),
+        );
+    }
+
+    /// What a backup's outcome changes: the lineage installed, errors recorded, a retry, the
+    /// promotion's writes enabled, a fence or a foreign writer stopped.
+    fn after_backup(
+        &mut self,
+        term: u64,
+        res: Result<Backed, PublishError>,
+        promotion: bool,
+        ctx: &mut Context<Self>,
+    ) {
+        let label = match &res {
+            Ok(b) if b.published => "ok",
+            Ok(_) => "unchanged",
+            Err(e) => e.label(),
         };
-        ctx.spawn(read.into_actor(self).map(
-            move |res: Result<Option<Snapshot>, BackupError>, act, ctx| {
-                if cancel.is_cancelled() || act.role != (Role::Leader { term }) {
-                    return;
+        self.cfg
+            .metrics
+            .backups
+            .get_or_create(&ResultLabel::of(label))
+            .inc();
+        match res {
+            Ok(b) => {
+                let recovered = self.last_backup_error.is_some() || self.promotion_error.is_some();
+                if b.uploaded > 0 {
+                    tracing::info!(
+                        uploaded = b.uploaded,
+                        generation = b.snapshot.generation,
+                        "backed up objects the bucket lacked"
+                    );
                 }
-                match res {
-                    Err(e) => {
-                        // A corrupt manifest will not mend itself within a second: wait longest.
-                        let pause = if e.is_retryable() { pause } else { PROMOTION_RETRY.1 };
-                        tracing::warn!(error = %e, retry_in = ?pause, "promotion read failed; writes stay off");
-                        act.promotion_error = Some(e);
-                        let next = (pause * 2).min(PROMOTION_RETRY.1);
-                        ctx.run_later(pause, move |act, ctx| {
-                            if act.role == (Role::Leader { term }) && !act.writes_enabled {
-                                act.promotion_read(term, next, ctx);
+                self.unreadable = b.unreadable;
+                self.install(Arc::new(b.snapshot), true);
+                self.last_backup = Some(Utc::now());
+                self.last_backup_error = None;
+                self.promotion_error = None;
+                self.backup_pause = BACKUP_RETRY.0;
+                if promotion || !self.writes_enabled {
+                    self.enable_writes(term);
+                }
+                // After an outage, check what the bucket lost meanwhile.
+                if recovered {
+                    self.run_scrub(ctx);
+                }
+            }
+            Err(PublishError::Fenced { term: newer, .. }) => self.fence(term, newer),
+            Err(e @ PublishError::ForeignWriter { .. }) => self.stop_foreign(e),
+            Err(PublishError::Cancelled) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in = ?self.backup_pause, pending = self.snapshot.pending.len(),
+                    "backup failed; the sets stay in the local store and are served, the backup retries");
+                if promotion {
+                    self.promotion_error = Some(e.clone());
+                }
+                self.last_backup_error = Some(e);
+                if promotion || !self.writes_enabled {
+                    // Build into the local store meanwhile: the backup merges and catches up.
+                    self.enable_writes(term);
+                }
+                self.schedule_backup(term, ctx);
+                self.collect_garbage(ctx, GC_AFTER_ERROR);
+            }
+        }
+    }
+
+    /// Retries the backup after the current pause, doubling it for the next time.
+    fn schedule_backup(&mut self, term: u64, ctx: &mut Context<Self>) {
+        if self.backup_retry_scheduled {
+            return;
+        }
+        self.backup_retry_scheduled = true;
+        let pause = self.backup_pause;
+        self.backup_pause = (pause * 2).min(BACKUP_RETRY.1);
+        ctx.run_later(pause, move |act, ctx| {
+            act.backup_retry_scheduled = false;
+            if act.role == (Role::Leader { term }) && !act.cancel.is_cancelled() {
+                act.run_backup(term, false, ctx);
+            }
+        });
+    }
+
+    /// Another writer shares the bucket under this replica's term: stop writing, loudly, and
+    /// keep serving what is loaded.
+    fn stop_foreign(&mut self, e: PublishError) {
+        tracing::error!(error = %e, "writes stopped: give each cluster its own bucket or prefix, and run one standalone writer per bucket");
+        self.set_writes(false);
+        self.cancel.cancel();
+        for (_, tx) in self.awaiting_writes.drain(..) {
+            let _ = tx.send(Err(NotWritable));
+        }
+        self.foreign_writer = Some(e);
+    }
+
+    /// Scrubs the bucket against the lineage (leader only, one at a time with writes), repairs
+    /// what it can, marks what is lost, and republishes a manifest the bucket lost.
+    fn run_scrub(&mut self, ctx: &mut Context<Self>) {
+        let Role::Leader { term } = self.role else {
+            return;
+        };
+        if !self.writes_enabled || self.foreign_writer.is_some() || !self.snapshot.is_loaded() {
+            return;
+        }
+        let lock = self.write_lock.clone();
+        let cfg = self.cfg.clone();
+        let mut cursor = self.scrub_cursor;
+        ctx.spawn(
+            async move { lock.lock_owned().await }
+                .into_actor(self)
+                .then(move |guard, act, _| {
+                    let head = act.snapshot.clone();
+                    async move {
+                        let r = backup::scrub(
+                            cfg.bucket.as_ref(),
+                            &cfg.local,
+                            &head,
+                            SCRUB_DEEP,
+                            &mut cursor,
+                        )
+                        .await;
+                        drop(guard);
+                        (r, cursor)
+                    }
+                    .into_actor(act)
+                })
+                .map(move |(res, cursor), act, ctx| {
+                    act.scrub_cursor = cursor;
+                    if act.role != (Role::Leader { term }) {
+                        return;
+                    }
+                    match res {
+                        Ok(report) => {
+                            act.cfg.metrics.scrub_repairs.inc_by(report.repaired as u64);
+                            if report.repaired > 0
+                                || !report.lost.is_empty()
+                                || report.manifest_behind
+                            {
+                                tracing::warn!(
+                                    absent = report.absent,
+                                    damaged = report.damaged,
+                                    repaired = report.repaired,
+                                    lost = report.lost.len(),
+                                    manifest_behind = report.manifest_behind,
+                                    "scrub repaired the bucket"
+                                );
                             }
-                        });
-                    }
-                    Ok(loaded) => {
-                        act.promotion_error = None;
-                        if let Some(s) = loaded {
-                            act.install(Arc::new(s), false);
+                            if report.manifest_behind {
+                                act.run_backup(term, false, ctx);
+                            }
+                            act.last_scrub = Some((Utc::now(), report));
                         }
-                        act.enable_writes(term);
+                        Err(e) => tracing::warn!(error = %e, "scrub failed; the next one retries"),
                     }
-                }
-            },
-        ));
+                }),
+        );
     }
 
     fn enable_writes(&mut self, term: u64) {
+        if self.foreign_writer.is_some() {
+            return;
+        }
         if self.snapshot.term > term {
             self.fence(term, self.snapshot.term);
             return;
@@ -522,11 +742,14 @@ impl Storage {
         }
     }
 
-    fn maybe_collect_garbage(&mut self, ctx: &mut Context<Self>) {
-        if self.last_gc.is_some_and(|t| t.elapsed() < GC_INTERVAL) {
+    /// Collects garbage unless it ran within `min_gap`: the leader's bucket and local store (it
+    /// keeps what any recent manifest or the lineage names), a follower's local store.
+    fn collect_garbage(&mut self, ctx: &mut Context<Self>, min_gap: Duration) {
+        if self.last_gc.is_some_and(|t| t.elapsed() < min_gap) {
             return;
         }
         self.last_gc = Some(Instant::now());
+        let leading = matches!(self.role, Role::Leader { .. }) && self.writes_enabled;
         let bucket = self.cfg.bucket.clone();
         let newest = self.snapshot.generation;
         let cancel = self.cancel.clone();
@@ -535,13 +758,12 @@ impl Storage {
             self.snapshot.file_entries().into_keys().collect();
         ctx.spawn(
             async move {
-                if cancel.is_cancelled() {
-                    return;
-                }
-                match backup::collect_garbage(bucket.as_ref(), newest, Utc::now()).await {
-                    Ok(n) if n > 0 => tracing::info!(deleted = n, "bucket garbage collected"),
-                    Ok(_) => {}
-                    Err(e) => tracing::warn!(error = %e, "bucket garbage collection failed"),
+                if leading && !cancel.is_cancelled() {
+                    match backup::collect_garbage(bucket.as_ref(), newest, Utc::now()).await {
+                        Ok(n) if n > 0 => tracing::info!(deleted = n, "bucket garbage collected"),
+                        Ok(_) => {}
+                        Err(e) => tracing::warn!(error = %e, "bucket garbage collection failed"),
+                    }
                 }
                 let kept_from = newest.saturating_sub(10);
                 match tokio::task::spawn_blocking(move || {
@@ -564,7 +786,7 @@ impl Storage {
         let following = matches!(self.role, Role::Follower { .. });
         // A follower serves only what the bucket vouches for: a store it loaded as leader from
         // its own folder (and was demoted before the bucket confirmed) is held back too.
-        let local_held = following && s.origin == Origin::Local;
+        let local_held = following && !s.vouched();
         if s.is_loaded() && !local_held {
             if s.servable() {
                 return None;
@@ -664,6 +886,17 @@ impl Storage {
             last_write: self.last_write,
             last_write_error: self.last_write_error.clone(),
             promotion_error: self.promotion_error.clone(),
+            last_backup: self.last_backup,
+            last_backup_error: self.last_backup_error.clone(),
+            pending_sets: self.snapshot.pending.len(),
+            backup_lag_seconds: self
+                .snapshot
+                .staged_at
+                .filter(|_| !self.snapshot.pending.is_empty())
+                .map(|t| ((Utc::now() - t).num_milliseconds() as f64 / 1000.0).max(0.0)),
+            foreign_writer: self.foreign_writer.clone(),
+            unreadable_manifests: self.unreadable.clone(),
+            last_scrub: self.last_scrub.clone(),
             etl_dir_error: self.etl_dir_error.clone(),
             follower_writes_dropped: self.dropped,
             blocked_reads: self.blocked_reads.len(),
@@ -672,23 +905,6 @@ impl Storage {
             not_ready: self.not_ready(),
         }
     }
-}
-
-/// Uploads the local store's objects the bucket lacks, and logs it.
-async fn seed_bucket(
-    bucket: &dyn ObjectStore,
-    local: &FileStore,
-    base: &Snapshot,
-    bucket_generation: u64,
-) -> Result<(), BackupError> {
-    let n = backup::seed(bucket, local, base).await?;
-    tracing::warn!(
-        bucket = bucket_generation,
-        local = base.generation,
-        uploaded = n,
-        "bucket was behind the local store; backed it up"
-    );
-    Ok(())
 }
 
 impl Actor for Storage {
@@ -727,6 +943,10 @@ impl Actor for Storage {
                     act.etl_dir_error = Some(error);
                 }),
         );
+        ctx.run_interval(SCRUB_INTERVAL, |act, ctx| act.run_scrub(ctx));
+        ctx.run_interval(GC_INTERVAL, |act, ctx| {
+            act.collect_garbage(ctx, GC_INTERVAL)
+        });
     }
 }
 
@@ -757,12 +977,15 @@ impl Handler<SnapshotReady> for Storage {
     fn handle(&mut self, msg: SnapshotReady, _: &mut Self::Context) {
         self.last_poll = Some(Utc::now());
         match msg.result {
-            Ok(loaded) => {
+            Ok(read) => {
                 self.last_poll_error = None;
-                self.bucket_empty = matches!(loaded, Loaded::Empty);
+                self.bucket_empty = matches!(read.loaded, Loaded::Empty);
                 // A poll that finishes after promotion is stale: the leader reads for itself.
-                if let (Loaded::New(s), Role::Follower { .. }) = (loaded, &self.role) {
-                    self.install(Arc::new(s), true);
+                if let Role::Follower { .. } = &self.role {
+                    self.unreadable = read.unreadable;
+                    if let Loaded::New(s) = read.loaded {
+                        self.install(Arc::new(s), true);
+                    }
                 }
             }
             Err(e) => self.last_poll_error = Some(e),
@@ -849,6 +1072,14 @@ impl Handler<AwaitWritable> for Storage {
     }
 }
 
+/// What a write did: staged in the local store (or not), then backed up (or not).
+enum Written {
+    /// The local store failed: nothing kept.
+    NotStaged(PublishError),
+    /// Staged; the backup's outcome.
+    Staged(Result<Backed, PublishError>),
+}
+
 impl Handler<WriteSets> for Storage {
     type Result = ResponseActFuture<Self, WriteOutcome>;
 
@@ -869,39 +1100,75 @@ impl Handler<WriteSets> for Storage {
         let term = msg.term;
         let cancel = self.cancel.clone();
         let lock = self.write_lock.clone();
+        // Stage (local store, then served at once), then back up (the bucket), under one lock:
+        // each write builds on the lineage the previous one left.
         Box::pin(
             async move { lock.lock_owned().await }
                 .into_actor(self)
-                .then(move |guard, act, _| {
-                    // Read the base only once the previous publish has been installed.
-                    let base = act.snapshot.clone();
-                    let cfg = act.cfg.clone();
-                    async move {
-                        let writer = Writer {
-                            identity: &cfg.identity,
-                            term,
-                            cancel: &cancel,
-                            hourly_retention: cfg.hourly_retention,
-                            daily_retention: cfg.daily_retention,
-                            backoff: cfg.backoff,
-                        };
-                        let res = backup::publish(
-                            cfg.bucket.as_ref(),
-                            &cfg.local,
-                            base,
-                            &writer,
-                            msg.sets,
-                            Utc::now(),
-                        )
-                        .await;
-                        drop(guard);
-                        res
+                .then({
+                    let cancel = cancel.clone();
+                    move |guard, act, _| {
+                        let base = act.snapshot.clone();
+                        let cfg = act.cfg.clone();
+                        async move {
+                            let writer = Self::writer(&cfg, term, &cancel);
+                            let staged =
+                                backup::stage(&cfg.local, base, &writer, msg.sets, Utc::now()).await;
+                            (guard, staged)
+                        }
+                        .into_actor(act)
                     }
-                    .into_actor(act)
                 })
-                .map(move |res, act, ctx| {
+                .then(move |(guard, staged), act, _| match staged {
+                    Err(e) => {
+                        drop(guard);
+                        ActorFutureExt::boxed_local(fut::ready(Written::NotStaged(e)))
+                    }
+                    Ok(staged) => {
+                        if act.role == (Role::Leader { term }) && !cancel.is_cancelled() {
+                            act.install(Arc::new(staged), true);
+                            act.last_write = Some(Utc::now());
+                            act.last_write_error = None;
+                        }
+                        let head = act.snapshot.clone();
+                        let cfg = act.cfg.clone();
+                        act.backup_in_flight = true;
+                        let backed = async move {
+                            let writer = Self::writer(&cfg, term, &cancel);
+                            let res = backup::backup(
+                                cfg.bucket.as_ref(),
+                                &cfg.local,
+                                head,
+                                &writer,
+                                Utc::now(),
+                            )
+                            .await;
+                            drop(guard);
+                            Written::Staged(res)
+                        }
+                        .into_actor(act);
+                        ActorFutureExt::boxed_local(backed)
+                    }
+                })
+                .map(move |written, act, ctx| {
+                    let res = match written {
+                        Written::NotStaged(PublishError::Cancelled) => return WriteOutcome::Dropped,
+                        Written::NotStaged(e) => {
+                            tracing::warn!(error = %e, "ETL write failed: the local store could not keep it");
+                            act.cfg
+                                .metrics
+                                .writes
+                                .get_or_create(&ResultLabel::of(e.label()))
+                                .inc();
+                            act.last_write_error = Some(e.clone());
+                            return WriteOutcome::Failed(e);
+                        }
+                        Written::Staged(res) => res,
+                    };
+                    act.backup_in_flight = false;
                     let label = match &res {
                         Ok(_) => "ok",
+                        Err(e) if e.is_retryable() => "staged",
                         Err(e) => e.label(),
                     };
                     act.cfg
@@ -909,26 +1176,27 @@ impl Handler<WriteSets> for Storage {
                         .writes
                         .get_or_create(&ResultLabel::of(label))
                         .inc();
-                    match res {
-                        Ok(snapshot) => {
-                            let generation = snapshot.generation;
-                            act.install(Arc::new(snapshot), false);
-                            act.last_write = Some(Utc::now());
-                            act.last_write_error = None;
-                            act.maybe_collect_garbage(ctx);
-                            WriteOutcome::Written { generation }
-                        }
+                    if act.role != (Role::Leader { term }) {
+                        return WriteOutcome::Dropped;
+                    }
+                    let outcome = match &res {
+                        Ok(b) => WriteOutcome::Written {
+                            generation: b.snapshot.generation,
+                        },
                         Err(PublishError::Fenced { term: newer, .. }) => {
-                            act.fence(term, newer);
-                            WriteOutcome::Fenced { term: newer }
+                            WriteOutcome::Fenced { term: *newer }
                         }
                         Err(PublishError::Cancelled) => WriteOutcome::Dropped,
-                        Err(e) => {
-                            tracing::warn!(error = %e, "backup write failed");
-                            act.last_write_error = Some(e.clone());
-                            WriteOutcome::Failed(e)
+                        Err(e @ PublishError::ForeignWriter { .. }) => {
+                            WriteOutcome::Failed(e.clone())
                         }
+                        Err(e) => WriteOutcome::Staged { error: e.clone() },
+                    };
+                    act.after_backup(term, res, false, ctx);
+                    if matches!(outcome, WriteOutcome::Written { .. }) {
+                        act.collect_garbage(ctx, GC_INTERVAL);
                     }
+                    outcome
                 }),
         )
     }

@@ -56,6 +56,57 @@ impl FileStore {
         std::fs::remove_file(&probe)
     }
 
+    /// Whether the file at `rel` exists.
+    pub fn exists(&self, rel: &str) -> bool {
+        self.root.join(rel).is_file()
+    }
+
+    /// Removes the file at `rel`; one already gone is fine.
+    pub fn remove(&self, rel: &str) -> std::io::Result<()> {
+        match std::fs::remove_file(self.root.join(rel)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    /// The staged lineage (`etl/v1/staged.json`), if there is one.
+    pub fn staged(&self) -> std::io::Result<Option<Manifest>> {
+        let body = match std::fs::read(self.root.join(super::backup::STAGED)) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        serde_json::from_slice(&body)
+            .map(Some)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+    }
+
+    /// Removes the temporary files an interrupted write left behind (a `kill -9` between the
+    /// write and the rename); returns how many. Run at start, before anything writes.
+    pub fn remove_temp_files(&self) -> std::io::Result<usize> {
+        let mut removed = 0;
+        let mut stack = vec![self.root.join("etl")];
+        while let Some(dir) = stack.pop() {
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let path = entry.path();
+                if entry.file_type()?.is_dir() {
+                    stack.push(path);
+                } else if entry
+                    .file_name()
+                    .to_str()
+                    .is_some_and(|n| n.starts_with('.') && n.contains(".tmp-"))
+                {
+                    std::fs::remove_file(&path)?;
+                    removed += 1;
+                }
+            }
+        }
+        Ok(removed)
+    }
+
     /// Reads the file at `rel`.
     pub fn read(&self, rel: &str) -> std::io::Result<Vec<u8>> {
         std::fs::read(self.root.join(rel))

@@ -132,6 +132,11 @@ pub enum DecodeError {
     Format(String),
 }
 
+/// Whether `body` hashes to what `entry` says.
+pub fn verify(entry: &FileEntry, body: &[u8]) -> bool {
+    hex::encode(Sha256::digest(body)) == entry.sha256
+}
+
 /// Verifies and decodes an object fetched for `entry`.
 pub fn decode(entry: &FileEntry, body: &[u8]) -> Result<EtlSet, DecodeError> {
     let actual = hex::encode(Sha256::digest(body));

@@ -1,5 +1,6 @@
 //! The `BackupPoller` actor: on a follower, reads the bucket every poll interval and hands what
-//! it found to `Storage`. One poll at a time; a poll never blocks `Storage`'s mailbox.
+//! it found to `Storage`, restoring the local file store from what it fetched. One poll at a
+//! time; a poll never blocks `Storage`'s mailbox.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -9,6 +10,7 @@ use object_store::ObjectStore;
 
 use super::backup::{self, Backoff, Loaded};
 use super::controller::{PollBase, SnapshotReady, Storage};
+use super::filestore::FileStore;
 use crate::metrics::{Metrics, ResultLabel};
 use crate::role::{Role, RoleChanged};
 use crate::supervise::Lifeline;
@@ -26,6 +28,8 @@ pub struct BackupPoller {
     storage: Addr<Storage>,
     interval: Duration,
     backoff: Backoff,
+    /// The local store a follower restores from the bucket.
+    local: FileStore,
     following: bool,
     in_flight: bool,
     metrics: Metrics,
@@ -39,6 +43,7 @@ impl BackupPoller {
         storage: Addr<Storage>,
         interval: Duration,
         backoff: Backoff,
+        local: FileStore,
         metrics: Metrics,
         lifeline: Lifeline,
     ) -> Self {
@@ -47,6 +52,7 @@ impl BackupPoller {
             storage,
             interval,
             backoff,
+            local,
             following: false,
             in_flight: false,
             metrics,
@@ -63,16 +69,18 @@ impl BackupPoller {
         let bucket = self.bucket.clone();
         let storage = self.storage.clone();
         let backoff = self.backoff;
+        let local = self.local.clone();
         ctx.spawn(
             async move {
                 let base = storage.send(PollBase).await.unwrap_or_default();
-                let result = backup::load_latest(bucket.as_ref(), &base, backoff).await;
+                let result =
+                    backup::load_latest(bucket.as_ref(), &base, backoff, Some(&local)).await;
                 (started, result)
             }
             .into_actor(self)
             .map(|(started, result), act, _| {
                 act.in_flight = false;
-                let label = match &result {
+                let label = match result.as_ref().map(|r| &r.loaded) {
                     Ok(Loaded::New(s)) => {
                         tracing::info!(
                             generation = s.generation, writer = %s.writer, term = s.term,

@@ -48,9 +48,9 @@ pub enum NotReady {
         /// The first set's path and problem.
         first: String,
     },
-    /// Leading, but the promotion read of the bucket fails: writes stay off.
-    #[error("leading, but the bucket cannot be read, so writes stay off: {0}")]
-    LeaderCannotReadBucket(BackupError),
+    /// Leading, with nothing to serve yet, and the bucket cannot be read.
+    #[error("leading, with nothing built yet, and the bucket cannot be read: {0}")]
+    LeaderCannotReadBucket(PublishError),
     /// Leading, reading the bucket before enabling writes.
     #[error("leading: reading the bucket before enabling writes")]
     Promoting,

@@ -1,6 +1,6 @@
 //! An immutable, loaded view of one manifest generation: what queries read.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -17,6 +17,16 @@ pub enum LoadedSet {
     Allocations(Arc<AllocationSet>),
     /// An asset set.
     Assets(Arc<AssetSet>),
+}
+
+impl LoadedSet {
+    /// The set as stored (a copy).
+    pub fn to_etl(&self) -> EtlSet {
+        match self {
+            LoadedSet::Allocations(s) => EtlSet::Allocations((**s).clone()),
+            LoadedSet::Assets(s) => EtlSet::Assets((**s).clone()),
+        }
+    }
 }
 
 impl From<EtlSet> for LoadedSet {
@@ -110,12 +120,18 @@ pub struct Snapshot {
     /// backup), queries that cover their windows say so, and they are fetched again with
     /// backoff.
     pub missing: BTreeMap<String, Missing>,
+    /// Sets built by this replica (as leader) and kept in its local store, that no bucket
+    /// manifest names yet: the backup has not caught up.
+    pub pending: BTreeSet<String>,
+    /// When the oldest pending set was built (`None` when nothing is pending).
+    pub staged_at: Option<DateTime<Utc>>,
 }
 
 impl Snapshot {
-    /// Whether any generation has been loaded.
+    /// Whether anything has been loaded or built: a generation, or sets staged by a leader
+    /// whose bucket has never taken a generation.
     pub fn is_loaded(&self) -> bool {
-        self.generation > 0
+        self.generation > 0 || !self.pending.is_empty()
     }
 
     /// Builds a snapshot from a manifest, the sets loaded and the ones that could not be.
@@ -125,29 +141,45 @@ impl Snapshot {
         missing: BTreeMap<String, Missing>,
         origin: Origin,
     ) -> Self {
-        let mut allocations = BTreeMap::new();
-        let mut assets = BTreeMap::new();
-        for (entry, set) in files.values() {
-            match set {
-                LoadedSet::Allocations(s) => {
-                    allocations.insert((entry.resolution, entry.start), s.clone());
-                }
-                LoadedSet::Assets(s) => {
-                    assets.insert((entry.resolution, entry.start), s.clone());
-                }
-            }
-        }
-        Self {
+        let mut s = Self {
             generation: manifest.generation,
             term: manifest.term,
             writer: manifest.writer.clone(),
             updated: Some(manifest.updated),
             origin,
             files,
-            allocations,
-            assets,
+            allocations: BTreeMap::new(),
+            assets: BTreeMap::new(),
             missing,
+            pending: BTreeSet::new(),
+            staged_at: None,
+        };
+        s.rebuild_index();
+        s
+    }
+
+    /// Recomputes the by-window indexes from `files`.
+    pub fn rebuild_index(&mut self) {
+        self.allocations.clear();
+        self.assets.clear();
+        for (entry, set) in self.files.values() {
+            match set {
+                LoadedSet::Allocations(s) => {
+                    self.allocations
+                        .insert((entry.resolution, entry.start), s.clone());
+                }
+                LoadedSet::Assets(s) => {
+                    self.assets
+                        .insert((entry.resolution, entry.start), s.clone());
+                }
+            }
         }
+    }
+
+    /// Whether the bucket vouches for every set: loaded from it (or published to it), with
+    /// nothing pending. A follower serves only a vouched snapshot.
+    pub fn vouched(&self) -> bool {
+        self.origin == Origin::Bucket && self.pending.is_empty()
     }
 
     /// Whether this snapshot can answer anything: it is loaded, and unless its manifest names
