@@ -40,6 +40,7 @@ fn replica(
         poll_interval: Duration::from_millis(200),
         object_retry: Duration::from_millis(400),
         etl_interval: Duration::from_secs(3600),
+        gc_grace: cost_model::storage::backup::GC_GRACE,
         backfill: chrono::Duration::days(7),
         hourly_retention: chrono::Duration::hours(49),
         daily_retention: chrono::Duration::days(91),

@@ -59,6 +59,8 @@ pub struct Parts {
     pub object_retry: Duration,
     /// How often the leader rebuilds the current hour and day.
     pub etl_interval: Duration,
+    /// Garbage (unreferenced objects, old manifests) younger than this is never collected.
+    pub gc_grace: Duration,
     /// How far back the leader builds on first start.
     pub backfill: chrono::Duration,
     /// Hourly sets kept.
@@ -141,6 +143,7 @@ impl Parts {
             poll_interval: cfg.poll_interval,
             object_retry: cfg.poll_interval * 2,
             etl_interval: cfg.etl_interval,
+            gc_grace: crate::storage::backup::GC_GRACE,
             backfill: chrono::Duration::from_std(cfg.backfill)
                 .map_err(|e| RunError::Config(format!("{}: {e}", cfg.name_of("backfill"))))?,
             hourly_retention: chrono::Duration::hours(i64::from(cfg.hourly_retention)),
@@ -179,6 +182,7 @@ pub fn start(parts: Parts) -> Replica {
             hourly_retention: parts.hourly_retention,
             daily_retention: parts.daily_retention,
             backoff,
+            gc_grace: parts.gc_grace,
             metrics: metrics.clone(),
         },
         supervisor.lifeline("storage"),

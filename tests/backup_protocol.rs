@@ -1,6 +1,8 @@
-//! The manifest protocol (`src/storage/manifest.rs`, the README's "How it works"), one suite run on every store available here: the
-//! in-memory store and a real local folder (the `FILESYSTEM` bucket).
+//! The manifest protocol (`src/storage/manifest.rs`, the README's "How it works"), one suite
+//! run on every backend: in memory, a real local folder (the `FILESYSTEM` bucket), MinIO (S3)
+//! and Azurite (Azure Blob).
 
+mod stores;
 mod support;
 
 use std::sync::Arc;
@@ -39,23 +41,6 @@ fn new(loaded: Loaded) -> Snapshot {
     }
 }
 
-fn stores() -> Vec<(
-    &'static str,
-    Arc<dyn ObjectStore>,
-    Option<tempfile::TempDir>,
-)> {
-    let dir = tempfile::tempdir().unwrap();
-    let fs = cost_model::storage::bucket::filesystem(dir.path().to_str().unwrap()).unwrap();
-    vec![
-        (
-            "memory",
-            Arc::new(object_store::memory::InMemory::new()),
-            None,
-        ),
-        ("filesystem", fs, Some(dir)),
-    ]
-}
-
 async fn publish(
     store: &dyn ObjectStore,
     term: u64,
@@ -89,7 +74,8 @@ async fn publish_day(
 
 #[tokio::test]
 async fn racing_writers_never_both_win_a_generation_and_terms_never_go_back() {
-    for (name, store, _dir) in stores() {
+    for b in stores::all().await {
+        let (name, store) = (b.name, b.store.clone());
         let base = Arc::new(
             publish(store.as_ref(), 1, "w1", Arc::default())
                 .await
@@ -148,7 +134,8 @@ async fn racing_writers_never_both_win_a_generation_and_terms_never_go_back() {
 
 #[tokio::test]
 async fn a_corrupt_object_is_reported_and_skipped_never_served() {
-    for (name, store, _dir) in stores() {
+    for b in stores::all().await {
+        let (name, store) = (b.name, b.store.clone());
         let s = publish(store.as_ref(), 1, "w", Arc::default())
             .await
             .unwrap();
@@ -191,7 +178,8 @@ async fn a_corrupt_object_is_reported_and_skipped_never_served() {
 
 #[tokio::test]
 async fn a_reader_fetches_only_what_changed_and_skips_unchanged_generations() {
-    for (name, store, _dir) in stores() {
+    for b in stores::all().await {
+        let (name, store) = (b.name, b.store.clone());
         let s1 = Arc::new(
             publish(store.as_ref(), 1, "w", Arc::default())
                 .await
@@ -258,7 +246,8 @@ async fn a_reader_fetches_only_what_changed_and_skips_unchanged_generations() {
 
 #[tokio::test]
 async fn cancelled_writer_publishes_no_manifest() {
-    for (name, store, _dir) in stores() {
+    for b in stores::all().await {
+        let (name, store) = (b.name, b.store.clone());
         let dir = tempfile::tempdir().unwrap();
         let cancel = CancellationToken::new();
         cancel.cancel();
@@ -283,7 +272,8 @@ async fn cancelled_writer_publishes_no_manifest() {
 
 #[tokio::test]
 async fn entries_that_failed_to_load_stay_in_the_next_manifest() {
-    for (name, store, _dir) in stores() {
+    for b in stores::all().await {
+        let (name, store) = (b.name, b.store.clone());
         let s = publish(store.as_ref(), 1, "w", Arc::default())
             .await
             .unwrap();
@@ -386,7 +376,8 @@ async fn a_lineage_is_backed_up_whole_into_an_empty_or_replaced_bucket() {
 #[tokio::test]
 async fn an_object_that_fails_to_load_is_fetched_again_only_after_its_backoff() {
     use cost_model::storage::faulty::FaultyStore;
-    for (name, store, _dir) in stores() {
+    for b in stores::all().await {
+        let (name, store) = (b.name, b.store.clone());
         let s = publish(store.as_ref(), 1, "w", Arc::default())
             .await
             .unwrap();

@@ -23,8 +23,8 @@ const FETCH_CONCURRENCY: usize = 8;
 /// How many times a publish retries after losing a generation to a writer of a lower or equal
 /// term (a stale leader finishing its last write) before giving up for this round.
 const PUBLISH_ATTEMPTS: usize = 5;
-/// Manifests and objects younger than this are never collected, so a reader that has just
-/// listed an older generation can still fetch it.
+/// Manifests and objects younger than this are never collected by default, so a reader that has
+/// just listed an older generation can still fetch it.
 pub const GC_GRACE: std::time::Duration = std::time::Duration::from_secs(600);
 /// How many of the newest manifests garbage collection always keeps.
 const GC_KEEP_MANIFESTS: u64 = 10;
@@ -1038,6 +1038,9 @@ pub struct Scrub {
     pub repaired: usize,
     /// Objects with no good copy anywhere: their sets are unavailable until rebuilt.
     pub lost: Vec<String>,
+    /// Sets the lineage could not load before, loaded now (from the bucket, or from the local
+    /// store and put back).
+    pub recovered: usize,
     /// Whether the bucket's newest readable manifest is not this lineage's (deleted, damaged,
     /// or behind): the next backup publishes it again.
     pub manifest_behind: bool,
@@ -1053,8 +1056,10 @@ pub async fn scrub(
     head: &Snapshot,
     deep: usize,
     cursor: &mut usize,
-) -> Result<Scrub, BackupError> {
+) -> Result<(Scrub, Vec<(String, FileEntry, LoadedSet)>), BackupError> {
     let mut report = Scrub::default();
+    let recovered = recover_missing(store, local, head).await?;
+    report.recovered = recovered.len();
     let newest = newest_manifest(store).await?;
     report.manifest_behind = newest
         .manifest
@@ -1112,17 +1117,55 @@ pub async fn scrub(
             }
         }
     }
-    Ok(report)
+    Ok((report, recovered))
+}
+
+/// Tries again the sets of the lineage that could not be loaded and whose retry time has come:
+/// from the bucket, else from the local store (and then puts it back into the bucket).
+async fn recover_missing(
+    store: &dyn ObjectStore,
+    local: &FileStore,
+    head: &Snapshot,
+) -> Result<Vec<(String, FileEntry, LoadedSet)>, BackupError> {
+    let now = Instant::now();
+    let mut out = Vec::new();
+    for (path, m) in head.missing.iter().filter(|(_, m)| m.retry_at <= now) {
+        let p = Path::from(path.as_str());
+        let from_bucket = match store.get(&p).await {
+            Ok(r) => r.bytes().await.ok(),
+            Err(_) => None,
+        };
+        let (body, put_back) = match from_bucket.filter(|b| manifest::verify(&m.entry, b)) {
+            Some(b) => (b, false),
+            None => match local.read(path) {
+                Ok(b) if manifest::verify(&m.entry, &b) => (bytes::Bytes::from(b), true),
+                _ => continue,
+            },
+        };
+        let Ok(set) = manifest::decode(&m.entry, &body) else {
+            continue;
+        };
+        if put_back {
+            store
+                .put(&p, PutPayload::from(body))
+                .await
+                .map_err(store_err("put", &p))?;
+        }
+        tracing::info!(%path, "recovered a set the lineage could not load");
+        out.push((path.clone(), m.entry.clone(), LoadedSet::from(set)));
+    }
+    Ok(out)
 }
 
 /// Deletes manifests older than the newest few and objects no remaining manifest names, but
-/// only those older than [`GC_GRACE`]. Returns the number of objects deleted.
+/// only those older than `grace` ([`GC_GRACE`] by default). Returns the number of objects deleted.
 pub async fn collect_garbage(
     store: &dyn ObjectStore,
     newest: u64,
     now: DateTime<Utc>,
+    grace: std::time::Duration,
 ) -> Result<usize, BackupError> {
-    let grace = Duration::from_std(GC_GRACE).expect("grace fits");
+    let grace = Duration::from_std(grace).unwrap_or(Duration::MAX);
     let dir = Path::from(MANIFEST_DIR);
     let manifests: Vec<_> = store
         .list(Some(&dir))

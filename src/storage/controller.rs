@@ -69,6 +69,8 @@ pub struct StorageConfig {
     pub daily_retention: chrono::Duration,
     /// When objects that failed to load are fetched again.
     pub backoff: Backoff,
+    /// Garbage younger than this is never collected.
+    pub gc_grace: Duration,
     /// Shared metrics.
     pub metrics: Metrics,
 }
@@ -173,6 +175,13 @@ pub struct ElectionEvents {
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Drain;
+
+/// Runs a scrub of the bucket now (leader only), whatever the schedule: tests use it to decide
+/// when the leader looks for damage.
+#[cfg(feature = "test-support")]
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ScrubNow;
 
 /// Asks for [`StorageStatus`].
 #[derive(Message)]
@@ -326,6 +335,7 @@ pub struct Storage {
     etl_dir_error: Option<EtlDirError>,
     dropped: u64,
     last_gc: Option<Instant>,
+    last_gc_after_error: Option<Instant>,
     _lifeline: Lifeline,
 }
 
@@ -389,6 +399,7 @@ impl Storage {
             etl_dir_error: None,
             dropped: 0,
             last_gc: None,
+            last_gc_after_error: None,
             _lifeline: lifeline,
         }
     }
@@ -676,7 +687,17 @@ impl Storage {
                         return;
                     }
                     match res {
-                        Ok(report) => {
+                        Ok((report, recovered)) => {
+                            if !recovered.is_empty() {
+                                let mut s = (*act.snapshot).clone();
+                                for (path, entry, set) in recovered {
+                                    if s.missing.remove(&path).is_some() {
+                                        s.files.insert(path, (entry, set));
+                                    }
+                                }
+                                s.rebuild_index();
+                                act.install(Arc::new(s), true);
+                            }
                             act.cfg.metrics.scrub_repairs.inc_by(report.repaired as u64);
                             if report.repaired > 0
                                 || !report.lost.is_empty()
@@ -742,13 +763,20 @@ impl Storage {
         }
     }
 
-    /// Collects garbage unless it ran within `min_gap`: the leader's bucket and local store (it
-    /// keeps what any recent manifest or the lineage names), a follower's local store.
+    /// Collects garbage unless a collection of the same cause ran within `min_gap` (scheduled
+    /// ones and ones after a failed write are counted apart, so a failing write is never kept
+    /// from collecting by a recent scheduled run): the leader's bucket and local store (it keeps
+    /// what any recent manifest or the lineage names), a follower's local store.
     fn collect_garbage(&mut self, ctx: &mut Context<Self>, min_gap: Duration) {
-        if self.last_gc.is_some_and(|t| t.elapsed() < min_gap) {
+        let last = if min_gap == GC_AFTER_ERROR {
+            &mut self.last_gc_after_error
+        } else {
+            &mut self.last_gc
+        };
+        if last.is_some_and(|t| t.elapsed() < min_gap) {
             return;
         }
-        self.last_gc = Some(Instant::now());
+        *last = Some(Instant::now());
         let leading = matches!(self.role, Role::Leader { .. }) && self.writes_enabled;
         let bucket = self.cfg.bucket.clone();
         let newest = self.snapshot.generation;
@@ -756,20 +784,20 @@ impl Storage {
         let local = self.cfg.local.clone();
         let keep: std::collections::BTreeSet<String> =
             self.snapshot.file_entries().into_keys().collect();
+        let grace = self.cfg.gc_grace;
         ctx.spawn(
             async move {
                 if leading && !cancel.is_cancelled() {
-                    match backup::collect_garbage(bucket.as_ref(), newest, Utc::now()).await {
+                    match backup::collect_garbage(bucket.as_ref(), newest, Utc::now(), grace).await
+                    {
                         Ok(n) if n > 0 => tracing::info!(deleted = n, "bucket garbage collected"),
                         Ok(_) => {}
                         Err(e) => tracing::warn!(error = %e, "bucket garbage collection failed"),
                     }
                 }
                 let kept_from = newest.saturating_sub(10);
-                match tokio::task::spawn_blocking(move || {
-                    local.retain(&keep, kept_from, backup::GC_GRACE)
-                })
-                .await
+                match tokio::task::spawn_blocking(move || local.retain(&keep, kept_from, grace))
+                    .await
                 {
                     Ok(Ok(_)) => {}
                     Ok(Err(e)) => tracing::warn!(error = %e, "local file store clean-up failed"),
@@ -1212,6 +1240,15 @@ impl Handler<ElectionEvents> for Storage {
             });
         }
         self.election = Some(msg);
+    }
+}
+
+#[cfg(feature = "test-support")]
+impl Handler<ScrubNow> for Storage {
+    type Result = ();
+
+    fn handle(&mut self, _: ScrubNow, ctx: &mut Self::Context) {
+        self.run_scrub(ctx);
     }
 }
 

@@ -24,6 +24,7 @@ use tokio::sync::watch;
 pub struct Faults {
     held: watch::Sender<bool>,
     failing: AtomicBool,
+    failing_puts: AtomicBool,
     delay_ms: AtomicU64,
     reads: AtomicU64,
     writes: AtomicU64,
@@ -35,6 +36,7 @@ impl Default for Faults {
         Self {
             held: watch::channel(false).0,
             failing: AtomicBool::new(false),
+            failing_puts: AtomicBool::new(false),
             delay_ms: AtomicU64::new(0),
             reads: AtomicU64::new(0),
             writes: AtomicU64::new(0),
@@ -56,6 +58,11 @@ impl Faults {
     pub fn set_failing(&self, failing: bool) {
         self.failing.store(failing, Ordering::SeqCst);
     }
+    /// Makes every put fail as a full bucket's do (reads and deletes still work), or succeed
+    /// again.
+    pub fn set_failing_puts(&self, failing: bool) {
+        self.failing_puts.store(failing, Ordering::SeqCst);
+    }
     /// Adds a delay to every request.
     pub fn set_delay(&self, delay: Duration) {
         self.delay_ms
@@ -75,6 +82,17 @@ impl Faults {
         rx.wait_for(|w| *w >= n)
             .await
             .expect("sender lives in self");
+    }
+
+    async fn enter_put(&self) -> Result<()> {
+        self.enter(true).await?;
+        if self.failing_puts.load(Ordering::SeqCst) {
+            return Err(object_store::Error::Generic {
+                store: "faulty",
+                source: "injected: the bucket is full".into(),
+            });
+        }
+        Ok(())
     }
 
     async fn enter(&self, write: bool) -> Result<()> {
@@ -138,7 +156,7 @@ impl ObjectStore for FaultyStore {
         payload: PutPayload,
         opts: PutOptions,
     ) -> Result<PutResult> {
-        self.faults.enter(true).await?;
+        self.faults.enter_put().await?;
         self.inner.put_opts(location, payload, opts).await
     }
 
@@ -147,7 +165,7 @@ impl ObjectStore for FaultyStore {
         location: &Path,
         opts: PutMultipartOptions,
     ) -> Result<Box<dyn MultipartUpload>> {
-        self.faults.enter(true).await?;
+        self.faults.enter_put().await?;
         self.inner.put_multipart_opts(location, opts).await
     }
 

@@ -12,13 +12,13 @@ mod poller;
 pub mod readiness;
 pub mod snapshot;
 
-#[cfg(feature = "test-support")]
-pub use controller::ReadBackup;
 pub use controller::{
     AwaitWritable, Coverage, CurrentSnapshot, Drain, ElectionEvents, GetStorageStatus,
     MissingObject, NotWritable, PollBase, ServingSnapshot, SnapshotReady, Storage, StorageConfig,
     StorageStatus, WriteOutcome, WriteSets,
 };
+#[cfg(feature = "test-support")]
+pub use controller::{ReadBackup, ScrubNow};
 pub use poller::BackupPoller;
 #[cfg(feature = "test-support")]
 pub use poller::PollNow;
