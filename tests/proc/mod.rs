@@ -58,6 +58,11 @@ pub fn free_port() -> u16 {
 
 /// Starts the binary as replica `name` with its own `--etl-dir` under `dir` and `args`.
 pub fn spawn(dir: &Path, name: &str, args: &[&str]) -> Proc {
+    spawn_with_env(dir, name, args, &[])
+}
+
+/// [`spawn`], with these environment variables set too.
+pub fn spawn_with_env(dir: &Path, name: &str, args: &[&str], env: &[(&str, &str)]) -> Proc {
     let port = free_port();
     let log = dir.join(format!("{name}.log"));
     let child = Command::new(env!("CARGO_BIN_EXE_cost-model"))
@@ -69,6 +74,7 @@ pub fn spawn(dir: &Path, name: &str, args: &[&str]) -> Proc {
         .args(args)
         .env("RUST_LOG", "info")
         .env_remove("LEADER_FOLLOWER_ENABLED")
+        .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
