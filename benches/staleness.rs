@@ -63,8 +63,8 @@ fn replica(
 
 /// An hourly set `hours_back` hours before now: each sample publishes one new window.
 fn sets(hours_back: i64) -> Vec<EtlSet> {
-    let start = Resolution::Hour.window_containing(Utc::now()).start
-        - chrono::Duration::hours(hours_back);
+    let start =
+        Resolution::Hour.window_containing(Utc::now()).start - chrono::Duration::hours(hours_back);
     let w = Window::new(start, start + chrono::Duration::hours(1));
     let (a, s) = costing::price(
         &DemoCluster::new(1, 100).window(w, w.end).unwrap(),
