@@ -176,6 +176,7 @@ pub fn start(parts: Parts) -> Replica {
     let storage = Storage::new(
         StorageConfig {
             identity: parts.identity.clone(),
+            cluster_id: parts.cluster_id.clone(),
             bucket: parts.bucket.clone(),
             bucket_description: parts.bucket_description,
             local: FileStore::new(parts.etl_dir.clone()),

@@ -25,6 +25,7 @@ const BACKOFF: Backoff = Backoff {
 fn writer<'a>(identity: &'a str, term: u64, cancel: &'a CancellationToken) -> Writer<'a> {
     Writer {
         identity,
+        cluster: "cluster-one",
         term,
         cancel,
         hourly_retention: chrono::Duration::hours(49),
@@ -462,5 +463,54 @@ async fn an_object_that_fails_to_load_is_fetched_again_only_after_its_backoff() 
             .loaded);
         assert!(healed.missing.is_empty(), "{name}");
         assert!(healed.files.contains_key(&victim), "{name}");
+    }
+}
+
+#[tokio::test]
+async fn a_deposed_writer_is_fenced_even_when_its_successor_holds_the_same_sets() {
+    for b in stores::all().await {
+        let (name, store) = (b.name, b.store.clone());
+        let dir = tempfile::tempdir().unwrap();
+        let local = FileStore::new(dir.path());
+        let cancel = CancellationToken::new();
+        let old = writer("old", 1, &cancel);
+        let s = backup::publish(
+            store.as_ref(),
+            &local,
+            Arc::default(),
+            &old,
+            support::demo_sets(Utc::now()),
+            Utc::now(),
+        )
+        .await
+        .unwrap();
+        // The successor claims the bucket with the very same sets under term 2.
+        let successor_dir = tempfile::tempdir().unwrap();
+        let new = writer("new", 2, &cancel);
+        let claimed = backup::backup(
+            store.as_ref(),
+            &FileStore::new(successor_dir.path()),
+            Arc::new(s.clone()),
+            &new,
+            Utc::now(),
+        )
+        .await
+        .unwrap();
+        assert!(
+            claimed.published,
+            "{name}: a new term is stamped into the bucket"
+        );
+        // The deposed writer backs up again, with nothing new: fenced, nothing published.
+        let before = backup::latest_generation(store.as_ref()).await.unwrap();
+        let res = backup::backup(store.as_ref(), &local, Arc::new(s), &old, Utc::now()).await;
+        assert!(
+            matches!(res, Err(PublishError::Fenced { term: 2, .. })),
+            "{name}: {res:?}"
+        );
+        assert_eq!(
+            backup::latest_generation(store.as_ref()).await.unwrap(),
+            before,
+            "{name}"
+        );
     }
 }

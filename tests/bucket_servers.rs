@@ -189,59 +189,39 @@ fn complete(files: &BTreeMap<String, FileEntry>) -> BTreeMap<(String, String, i6
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_leader_killed_again_and_again_leaves_the_bucket_an_undisturbed_run_would() {
-    let dir = tempfile::tempdir().unwrap();
-    let client = reqwest::Client::new();
-    let args = |secret: &str| -> Vec<String> {
-        [
-            "--bucket-config",
-            secret,
-            "--demo-seed",
-            "5",
-            "--demo-pods",
-            "400",
-            "--backfill",
-            "3d",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect()
-    };
-    // The reference: one undisturbed run on its own bucket.
-    let reference = stores::minio_bucket().await;
-    let ref_secret = dir.path().join("reference.yaml");
-    std::fs::write(&ref_secret, stores::s3_secret_yaml(&reference)).unwrap();
-    let ref_args = args(ref_secret.to_str().unwrap());
-    let ref_args: Vec<&str> = ref_args.iter().map(String::as_str).collect();
-    let r = spawn(dir.path(), "reference", &ref_args);
-    wait_for(&r, &client, "/model/etl/status", |s, b| {
-        s == 200
-            && b["data"]["pendingSets"] == 0
-            && b["data"]["coverage"].as_array().is_some_and(|c| {
-                c.iter()
-                    .any(|c| c["resolution"] == "1d" && c["sets"].as_u64() >= Some(4))
-            })
-    })
-    .await;
-    drop(r);
+/// A bucket for the kill test: its Kubecost secret and a store reading it directly.
+struct Target {
+    name: &'static str,
+    secret: String,
+    store: std::sync::Arc<dyn ObjectStore>,
+    _dir: Option<tempfile::TempDir>,
+}
 
-    // The disturbed run: killed with SIGKILL at several points of its backfill and restarted
-    // on the same local store each time.
+async fn minio_target() -> Target {
     let bucket = stores::minio_bucket().await;
-    let secret = dir.path().join("disturbed.yaml");
-    std::fs::write(&secret, stores::s3_secret_yaml(&bucket)).unwrap();
-    let run_args = args(secret.to_str().unwrap());
-    let run_args: Vec<&str> = run_args.iter().map(String::as_str).collect();
-    for (round, after) in [150u64, 400, 700, 1100].iter().enumerate() {
-        let mut p = spawn(dir.path(), "disturbed", &run_args);
-        wait_for(&p, &client, "/healthz", |s, _| s == 200).await;
-        tokio::time::sleep(Duration::from_millis(*after)).await;
-        p.child.kill().unwrap();
-        let _ = p.child.wait();
-        eprintln!("round {round}: killed after {after} ms");
+    Target {
+        name: "minio",
+        secret: stores::s3_secret_yaml(&bucket),
+        store: stores::minio_store(&bucket),
+        _dir: None,
     }
-    let p = spawn(dir.path(), "disturbed", &run_args);
+}
+
+fn folder_target() -> Target {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_str().unwrap().to_string();
+    Target {
+        name: "filesystem",
+        secret: format!("type: FILESYSTEM\nconfig:\n  directory: {path}\n"),
+        store: cost_model::storage::bucket::filesystem(&path).unwrap(),
+        _dir: Some(dir),
+    }
+}
+
+/// Runs the replica on `target` until its backfill is backed up.
+async fn run_to_completion(dir: &std::path::Path, name: &str, args: &[&str]) {
+    let client = reqwest::Client::new();
+    let p = spawn(dir, name, args);
     wait_for(&p, &client, "/model/etl/status", |s, b| {
         s == 200
             && b["data"]["pendingSets"] == 0
@@ -251,20 +231,83 @@ async fn a_leader_killed_again_and_again_leaves_the_bucket_an_undisturbed_run_wo
             })
     })
     .await;
+}
 
-    let (want, ok) = verified(stores::minio_store(&reference).as_ref()).await;
-    assert!(ok);
-    let (got, ok) = verified(stores::minio_store(&bucket).as_ref()).await;
-    assert!(ok, "the disturbed bucket's manifest verifies");
-    let (want, got) = (complete(&want.files), complete(&got.files));
-    for (slot, sha) in &want {
-        if let Some(g) = got.get(slot) {
-            assert_eq!(g, sha, "{slot:?} differs from the undisturbed run");
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_killed_again_and_again_leaves_the_bucket_an_undisturbed_run_would() {
+    for (reference, disturbed) in [
+        (minio_target().await, minio_target().await),
+        (folder_target(), folder_target()),
+    ] {
+        let what = disturbed.name;
+        let dir = tempfile::tempdir().unwrap();
+        let client = reqwest::Client::new();
+        let args = |secret: &std::path::Path| -> Vec<String> {
+            let secret = secret.to_str().unwrap();
+            [
+                "--bucket-config",
+                secret,
+                "--demo-seed",
+                "5",
+                "--demo-pods",
+                "400",
+                "--backfill",
+                "3d",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
+        };
+        // The reference: one undisturbed run on its own bucket.
+        let ref_secret = dir.path().join("reference.yaml");
+        std::fs::write(&ref_secret, &reference.secret).unwrap();
+        let ref_args = args(&ref_secret);
+        let ref_args: Vec<&str> = ref_args.iter().map(String::as_str).collect();
+        run_to_completion(dir.path(), "reference", &ref_args).await;
+
+        // The disturbed run: killed with SIGKILL at several points of its backfill and
+        // restarted on the same local store each time.
+        let secret = dir.path().join("disturbed.yaml");
+        std::fs::write(&secret, &disturbed.secret).unwrap();
+        let run_args = args(&secret);
+        let run_args: Vec<&str> = run_args.iter().map(String::as_str).collect();
+        let mut generations = Vec::new();
+        for after in [150u64, 400, 700, 1100] {
+            let mut p = spawn(dir.path(), "disturbed", &run_args);
+            wait_for(&p, &client, "/healthz", |s, _| s == 200).await;
+            tokio::time::sleep(Duration::from_millis(after)).await;
+            p.child.kill().unwrap();
+            let _ = p.child.wait();
+            let g = backup::latest_generation(disturbed.store.as_ref())
+                .await
+                .unwrap();
+            let staged = dir.path().join("disturbed-etl/etl/v1/staged.json").exists();
+            eprintln!(
+                "{what}: killed after {after} ms at generation {g}, staged lineage left: {staged}"
+            );
+            generations.push(g);
         }
+        generations.dedup();
+        assert!(
+            generations.len() >= 2,
+            "{what}: the kills must land while the backfill is backed up: {generations:?}"
+        );
+        run_to_completion(dir.path(), "disturbed", &run_args).await;
+
+        let (want, ok) = verified(reference.store.as_ref()).await;
+        assert!(ok, "{what}");
+        let (got, ok) = verified(disturbed.store.as_ref()).await;
+        assert!(ok, "{what}: the disturbed bucket's manifest verifies");
+        let (want, got) = (complete(&want.files), complete(&got.files));
+        for (slot, sha) in &want {
+            if let Some(g) = got.get(slot) {
+                assert_eq!(g, sha, "{what}: {slot:?} differs from the undisturbed run");
+            }
+        }
+        let missing: Vec<_> = want.keys().filter(|k| !got.contains_key(*k)).collect();
+        assert!(
+            missing.is_empty(),
+            "{what}: complete sets the disturbed run lacks: {missing:?}"
+        );
     }
-    let missing: Vec<_> = want.keys().filter(|k| !got.contains_key(*k)).collect();
-    assert!(
-        missing.is_empty(),
-        "complete sets the disturbed run lacks: {missing:?}"
-    );
 }

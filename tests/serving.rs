@@ -260,7 +260,7 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
 }
 
 #[actix_web::test]
-async fn a_leader_whose_bucket_cannot_be_read_builds_locally_serves_and_says_the_backup_lags() {
+async fn a_leader_whose_bucket_cannot_be_read_builds_locally_and_leaves_answers_to_followers() {
     let bucket = Arc::new(InMemory::new());
     let n = node("l", bucket.clone());
     n.faults.set_failing(true);
@@ -271,14 +271,20 @@ async fn a_leader_whose_bucket_cannot_be_read_builds_locally_serves_and_says_the
     })
     .await;
     let svc = service!(n);
-    let (status, _, _) = call!(svc, test::TestRequest::get().uri("/readyz"));
-    assert_eq!(status, 200, "it answers from what it built");
-    let (status, _, body) = call!(
+    // It has not read the bucket, and its store is not its own: what it built would answer
+    // the bucket's windows as empty. Not ready, and it says why.
+    let (status, _, body) = call!(svc, test::TestRequest::get().uri("/readyz"));
+    assert_eq!(status, 503);
+    let reason = body["message"].as_str().unwrap();
+    assert!(
+        reason.contains("has not been read since promotion"),
+        "{reason}"
+    );
+    let (status, _, _) = call!(
         svc,
         test::TestRequest::get().uri("/model/allocation?window=today&aggregate=namespace")
     );
-    assert_eq!(status, 200);
-    assert!(!body["data"][0].as_object().unwrap().is_empty());
+    assert_eq!(status, 503);
     let (_, _, ha) = call!(svc, test::TestRequest::get().uri("/model/ha/status"));
     assert_eq!(ha["role"], "leader");
     assert_eq!(ha["writesEnabled"], true);
@@ -313,6 +319,40 @@ async fn a_leader_whose_bucket_cannot_be_read_builds_locally_serves_and_says_the
     assert_eq!(ha["lastBackupError"], serde_json::Value::Null);
     let (_, _, etl) = call!(svc, test::TestRequest::get().uri("/model/etl/status"));
     assert_eq!(etl["data"]["backupLag"], serde_json::Value::Null);
+    let (status, _, _) = call!(svc, test::TestRequest::get().uri("/readyz"));
+    assert_eq!(status, 200);
+}
+
+#[actix_web::test]
+async fn a_leader_restarted_on_its_own_store_serves_it_while_the_bucket_is_down() {
+    let bucket: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let first = built(bucket.clone()).await;
+    let copy = tempfile::tempdir().unwrap();
+    copy_dir(first.etl_dir.path(), copy.path());
+    drop(first);
+    // The same replica ("l") restarts on its own store; the bucket is down.
+    let again = node_with("l", bucket, |p| p.etl_dir = copy.path().to_path_buf());
+    again.faults.set_failing(true);
+    again.election.promote(2);
+    until("the promotion backup failed", || async {
+        let st = again.replica.storage.send(GetStorageStatus).await.unwrap();
+        st.promotion_error.is_some() && st.writes_enabled
+    })
+    .await;
+    let svc = service!(again);
+    let (status, _, body) = call!(svc, test::TestRequest::get().uri("/readyz"));
+    assert_eq!(status, 200, "its own store is its to serve: {body}");
+    let day = yesterday();
+    let (status, _, body) = call!(
+        svc,
+        test::TestRequest::get().uri(&format!(
+            "/model/allocation?window={},{}&aggregate=namespace&accumulate=true",
+            rfc(day.start),
+            rfc(day.end)
+        ))
+    );
+    assert_eq!(status, 200);
+    assert!(!body["data"][0].as_object().unwrap().is_empty(), "{body}");
 }
 
 #[actix_web::test]

@@ -31,6 +31,7 @@ async fn publish_elsewhere(
     let cancel = CancellationToken::new();
     let writer = Writer {
         identity: "elsewhere",
+        cluster: "cluster-one",
         term,
         cancel: &cancel,
         hourly_retention: chrono::Duration::hours(49),
@@ -546,5 +547,35 @@ async fn follower_serves_its_last_snapshot_through_a_bucket_outage() {
         .await;
         assert_eq!(resp.status(), 200);
         assert_eq!(generation(&f).await, 1);
+    }
+}
+
+#[actix_web::test]
+async fn a_promotion_while_a_backup_of_the_last_term_hangs_still_enables_writes() {
+    for b in stores::all().await {
+        let n = node("l", b.store.clone());
+        n.lead(1).await;
+        // A backup of term 1 hangs inside the bucket.
+        n.faults.hold();
+        let write = actix::spawn(n.replica.storage.send(WriteSets {
+            term: 1,
+            sets: demo_sets(Utc::now() - chrono::Duration::days(2)),
+        }));
+        n.faults.parked(1).await;
+        // Term 2 arrives (the lease changed hands and came back); then the bucket answers.
+        n.election.promote(2);
+        until("storage hears of term 2", || async {
+            n.replica.storage.send(GetStorageStatus).await.unwrap().term == Some(2)
+        })
+        .await;
+        n.faults.release();
+        let writable = tokio::time::timeout(
+            std::time::Duration::from_secs(20),
+            n.replica.storage.send(AwaitWritable { term: 2 }),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("{}: term 2 never became writable", b.name));
+        assert!(writable.unwrap().is_ok(), "{}", b.name);
+        let _ = write.await;
     }
 }

@@ -458,6 +458,7 @@ pub async fn ha_status_json(state: &AppState) -> Result<serde_json::Value, ApiEr
         "pendingSets": st.pending_sets,
         "backupLagSeconds": st.backup_lag_seconds,
         "foreignWriter": st.foreign_writer.map(|e| e.to_string()),
+        "mergedWriter": st.merged_same_term.map(|(writer, generation)| serde_json::json!({"writer": writer, "generation": generation})),
         "unreadableManifests": st.unreadable_manifests,
         "etlDirError": st.etl_dir_error.map(|e| e.to_string()),
         "snapshotGeneration": st.snapshot_generation,

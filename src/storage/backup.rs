@@ -27,7 +27,7 @@ const PUBLISH_ATTEMPTS: usize = 5;
 /// just listed an older generation can still fetch it.
 pub const GC_GRACE: std::time::Duration = std::time::Duration::from_secs(600);
 /// How many of the newest manifests garbage collection always keeps.
-const GC_KEEP_MANIFESTS: u64 = 10;
+pub const GC_KEEP_MANIFESTS: u64 = 10;
 
 /// A bucket or local-store failure. Cheap to clone, so it can travel in messages and status.
 #[derive(Clone, Debug, thiserror::Error)]
@@ -149,8 +149,9 @@ pub struct Newest {
     pub unreadable: Vec<UnreadableManifest>,
 }
 
-/// How many unreadable manifests a reader skips before it gives up looking further down.
-const UNREADABLE_SKIPPED: usize = 16;
+/// How many unreadable manifests a reader skips before it gives up looking further down (each
+/// costs a read on every poll while it stays the newest).
+const UNREADABLE_SKIPPED: usize = 100;
 
 /// Lists the manifests and reads them newest first until one parses. A manifest deleted between
 /// the list and the read (garbage collection) is skipped; a store error is an error.
@@ -203,6 +204,10 @@ async fn newest_of(
                     reason,
                 });
                 if newest.unreadable.len() >= UNREADABLE_SKIPPED {
+                    tracing::error!(
+                        skipped = UNREADABLE_SKIPPED,
+                        "too many unreadable manifests in a row; not looking further down"
+                    );
                     break;
                 }
             }
@@ -216,17 +221,7 @@ async fn newest_of(
 
 /// The highest manifest generation in the bucket, readable or not (0 when there is none).
 pub async fn latest_generation(store: &dyn ObjectStore) -> Result<u64, BackupError> {
-    let dir = Path::from(MANIFEST_DIR);
-    let metas: Vec<_> = store
-        .list(Some(&dir))
-        .try_collect()
-        .await
-        .map_err(store_err("list", &dir))?;
-    Ok(metas
-        .iter()
-        .filter_map(|m| manifest::parse_manifest_path(&m.location))
-        .max()
-        .unwrap_or(0))
+    Ok(list_generations(store).await?.first().copied().unwrap_or(0))
 }
 
 /// Reads the manifest of `generation`.
@@ -307,17 +302,26 @@ pub async fn load_latest(
     })
 }
 
+/// Runs blocking file-system work off the actors' thread; a panicking task is an I/O error.
+async fn blocking<T: Send + 'static>(
+    what: impl Into<String>,
+    f: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> Result<T, BackupError> {
+    let what = what.into();
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(std::io::Error::other)
+        .and_then(|r| r)
+        .map_err(|e| BackupError::local(what, e))
+}
+
 /// Keeps a copy of a manifest in the local store; a failure only costs a reload later.
 async fn write_local_manifest(local: &FileStore, manifest: &Manifest) {
     let body = serde_json::to_vec_pretty(manifest).expect("a manifest always serialises");
     let rel = manifest::manifest_path(manifest.generation).to_string();
     let l = local.clone();
-    if let Err(e) = tokio::task::spawn_blocking(move || l.write(&rel, &body))
-        .await
-        .map_err(std::io::Error::other)
-        .and_then(|r| r)
-    {
-        tracing::warn!(store = %local.root().display(), error = %e, "could not keep a local copy of the manifest");
+    if let Err(e) = blocking(rel.clone(), move || l.write(&rel, &body)).await {
+        tracing::warn!(error = %e, "could not keep a local copy of the manifest");
     }
 }
 
@@ -399,8 +403,13 @@ pub async fn load_manifest(
             .into_iter()
             .map(|(path, entry, failures, body)| {
                 let set = manifest::decode(&entry, &body);
+                let intact = |local: &FileStore| {
+                    local
+                        .read(&path)
+                        .is_ok_and(|b| manifest::verify(&entry, &b))
+                };
                 if let (Ok(_), Some(local)) = (&set, &restore)
-                    && !local.exists(&path)
+                    && !intact(local)
                     && let Err(e) = local.write(&path, &body)
                 {
                     tracing::warn!(%path, error = %e, "could not restore the object into the local store");
@@ -422,39 +431,42 @@ pub async fn load_manifest(
     Ok(Snapshot::build(manifest, files, missing, Origin::Bucket))
 }
 
-/// Loads what the local file store holds, verifying every object: the newest local manifest,
-/// or the staged lineage (sets built but not yet backed up) when it is at least as new. Staged
-/// sets not in that manifest come back as pending.
+/// Loads what the local file store holds, verifying every object: the newest local manifest
+/// that parses, combined slot by slot with the staged lineage (sets built but not yet backed up);
+/// staged sets the manifest lacks come back as pending. A manifest or staged file that does not
+/// parse is skipped with a warning, never a reason to load nothing.
 pub fn load_local(local: &FileStore) -> Result<Option<Snapshot>, BackupError> {
     let manifest = local.latest_manifest().map_err(|e| {
         BackupError::local(local.root().join(MANIFEST_DIR).display().to_string(), e)
     })?;
-    let staged = local
-        .staged()
-        .map_err(|e| BackupError::local(local.root().join(STAGED).display().to_string(), e))?
-        .filter(|s| {
-            manifest
-                .as_ref()
-                .is_none_or(|m| s.generation >= m.generation)
-        });
-    let (lineage, published) = match (staged, manifest) {
-        (Some(s), m) => {
-            let published: BTreeSet<String> = m
-                .filter(|m| m.generation == s.generation)
-                .map(|m| m.files.into_keys().collect())
-                .unwrap_or_default();
-            (s, published)
+    let staged = match local.staged() {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "the staged lineage does not parse; ignoring it");
+            None
         }
-        (None, Some(m)) => {
-            let published = m.files.keys().cloned().collect();
-            (m, published)
-        }
+    };
+    let (base, entries, pending, staged_at) = match (manifest, staged) {
         (None, None) => return Ok(None),
+        (Some(m), None) => {
+            let entries = m.files.clone();
+            (m, entries, BTreeSet::new(), None)
+        }
+        (None, Some(s)) => {
+            let pending = s.files.keys().cloned().collect();
+            let (entries, at) = (s.files.clone(), Some(s.updated));
+            (s, entries, pending, at)
+        }
+        (Some(m), Some(s)) => {
+            let (entries, pending) = combine_entries(&m.files, &s.files);
+            let at = (!pending.is_empty()).then_some(s.updated);
+            (m, entries, pending, at)
+        }
     };
     let now = Instant::now();
     let mut files = BTreeMap::new();
     let mut missing = BTreeMap::new();
-    for (path, entry) in &lineage.files {
+    for (path, entry) in &entries {
         let loaded = match local.read(path) {
             Ok(body) => manifest::decode(entry, &body).map_err(ObjectProblem::from),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(ObjectProblem::Missing),
@@ -478,17 +490,51 @@ pub fn load_local(local: &FileStore) -> Result<Option<Snapshot>, BackupError> {
             }
         }
     }
-    let mut snapshot = Snapshot::build(&lineage, files, missing, Origin::Local);
-    snapshot.pending = lineage
-        .files
-        .keys()
-        .filter(|p| !published.contains(*p))
-        .cloned()
-        .collect();
-    if !snapshot.pending.is_empty() {
-        snapshot.staged_at = Some(lineage.updated);
-    }
+    let mut snapshot = Snapshot::build(&base, files, missing, Origin::Local);
+    snapshot.pending = pending;
+    snapshot.staged_at = staged_at;
     Ok(Some(snapshot))
+}
+
+/// Which of two entries for one slot to keep: the complete one, then the one whose data reaches
+/// further; `None` when neither is better.
+fn better(a: &FileEntry, b: &FileEntry) -> Option<std::cmp::Ordering> {
+    let rank = |e: &FileEntry| (e.data_end >= e.end, e.data_end);
+    match rank(a).cmp(&rank(b)) {
+        std::cmp::Ordering::Equal => None,
+        o => Some(o),
+    }
+}
+
+/// A published lineage combined with a staged one, slot by slot: the better entry of each slot
+/// (staged on a tie: it was built later); the staged entries kept are pending.
+fn combine_entries(
+    published: &BTreeMap<String, FileEntry>,
+    staged: &BTreeMap<String, FileEntry>,
+) -> (BTreeMap<String, FileEntry>, BTreeSet<String>) {
+    type Slot = (crate::model::SetKind, Resolution, DateTime<Utc>);
+    let mut slots: BTreeMap<Slot, (&String, &FileEntry, bool)> = BTreeMap::new();
+    for (p, e) in published {
+        slots.insert(e.slot(), (p, e, false));
+    }
+    for (p, e) in staged {
+        match slots.get(&e.slot()) {
+            Some((q, _, _)) if *q == p => {}
+            Some((_, held, _)) if better(held, e) == Some(std::cmp::Ordering::Greater) => {}
+            _ => {
+                slots.insert(e.slot(), (p, e, true));
+            }
+        }
+    }
+    let mut entries = BTreeMap::new();
+    let mut pending = BTreeSet::new();
+    for (p, e, staged) in slots.into_values() {
+        if staged && !published.contains_key(p) {
+            pending.insert(p.clone());
+        }
+        entries.insert(p.clone(), e.clone());
+    }
+    (entries, pending)
 }
 
 /// Why a publish did not happen.
@@ -502,17 +548,20 @@ pub enum PublishError {
         /// Its writer's term.
         term: u64,
     },
-    /// Another writer claims this writer's own term: two writers share the bucket (two
-    /// standalone installs, or two clusters on one prefix). Neither may go on writing.
+    /// Another writer shares the bucket: a manifest of another cluster, or one written under
+    /// this writer's own term by another identity after this writer's own publish (two
+    /// standalone installs, or two clusters on one prefix). This writer stops.
     #[error(
-        "foreign writer: generation {generation} was written by {writer:?} under this replica's own term {term}; two writers share this bucket, so this one stopped writing"
+        "foreign writer: generation {generation} was written by {writer:?} of cluster {cluster:?} under term {term}; two writers share this bucket, so this one stopped writing"
     )]
     ForeignWriter {
         /// The generation found.
         generation: u64,
         /// Its writer.
         writer: String,
-        /// The shared term.
+        /// Its cluster (empty when the manifest does not say).
+        cluster: String,
+        /// Its term.
         term: u64,
     },
     /// Leadership ended while writing; nothing more was written.
@@ -554,6 +603,9 @@ impl PublishError {
 pub struct Writer<'a> {
     /// The writer's identity, written into the manifest.
     pub identity: &'a str,
+    /// The writer's cluster id, written into the manifest: another cluster's manifest is never
+    /// merged.
+    pub cluster: &'a str,
     /// Its fencing term.
     pub term: u64,
     /// Fired when leadership ends: nothing more is written.
@@ -607,11 +659,7 @@ pub async fn stage(
         }
         let local_path = local.root().join(&e.path).display().to_string();
         let (l, path, body) = (local.clone(), e.path.clone(), e.body.clone());
-        tokio::task::spawn_blocking(move || l.write(&path, &body))
-            .await
-            .map_err(std::io::Error::other)
-            .and_then(|r| r)
-            .map_err(|e| BackupError::local(local_path, e))?;
+        blocking(local_path, move || l.write(&path, &body)).await?;
     }
     let new_sets: BTreeMap<String, (FileEntry, LoadedSet)> = encoded
         .into_iter()
@@ -635,27 +683,28 @@ pub async fn stage(
         .filter(|(_, m)| writer.retains(&m.entry, now) && !replaced(&m.entry))
         .map(|(p, m)| (p.clone(), m.clone()))
         .collect();
-    let mut pending: BTreeSet<String> = base
+    // Pending: what is new or was pending, as far as retention kept it.
+    let pending: BTreeSet<String> = base
         .pending
         .iter()
+        .chain(new_sets.keys())
         .filter(|p| files.contains_key(*p))
         .cloned()
         .collect();
-    pending.extend(new_sets.keys().cloned());
     let lineage = Manifest {
         generation: base.generation,
         term: writer.term,
         writer: writer.identity.to_string(),
         updated: now,
+        cluster: writer.cluster.to_string(),
         files: entries(&files, &missing),
     };
     let body = serde_json::to_vec_pretty(&lineage).expect("a manifest always serialises");
     let l = local.clone();
-    tokio::task::spawn_blocking(move || l.write(STAGED, &body))
-        .await
-        .map_err(std::io::Error::other)
-        .and_then(|r| r)
-        .map_err(|e| BackupError::local(local.root().join(STAGED).display().to_string(), e))?;
+    blocking(local.root().join(STAGED).display().to_string(), move || {
+        l.write(STAGED, &body)
+    })
+    .await?;
     let mut snapshot = Snapshot::build(&lineage, files, missing, base.origin);
     // The lineage keeps describing the generation it builds on; what is new is pending.
     snapshot.term = base.term;
@@ -688,6 +737,10 @@ pub struct Backed {
     pub uploaded: usize,
     /// Manifests above the newest readable one that do not parse.
     pub unreadable: Vec<UnreadableManifest>,
+    /// A generation written under this writer's own term by another identity, merged: the
+    /// writer and the generation. Usually this replica under an older name; if that writer
+    /// still runs, it stops at its next publish.
+    pub merged_same_term: Option<(String, u64)>,
 }
 
 /// Backs `head` (the leader's lineage) up to the bucket: reads the newest manifest that parses;
@@ -710,24 +763,42 @@ pub async fn backup(
     let verify_all = head.origin == Origin::Local;
     let mut head = head;
     let mut uploaded = 0;
+    let mut merged_same_term = None;
     for _ in 0..PUBLISH_ATTEMPTS {
         if writer.cancel.is_cancelled() {
             return Err(PublishError::Cancelled);
         }
         let newest = newest_manifest(store).await?;
         let mut check_all = verify_all;
+        // A higher term anywhere fences, whatever else the manifest says.
+        if let Some(m) = &newest.manifest
+            && m.term > writer.term
+        {
+            return Err(PublishError::Fenced {
+                generation: m.generation,
+                term: m.term,
+            });
+        }
+        // Another cluster's lineage is never merged into ours.
+        if let Some(m) = &newest.manifest
+            && !m.cluster.is_empty()
+            && m.cluster != writer.cluster
+        {
+            return Err(PublishError::ForeignWriter {
+                generation: m.generation,
+                writer: m.writer.clone(),
+                cluster: m.cluster.clone(),
+                term: m.term,
+            });
+        }
+        let due = head.missing.values().any(|m| m.retry_at <= Instant::now());
         match &newest.manifest {
-            Some(m) if m.generation >= head.generation && !holds(m, &head) => {
-                if m.term > writer.term {
-                    return Err(PublishError::Fenced {
-                        generation: m.generation,
-                        term: m.term,
-                    });
-                }
+            Some(m) if m.generation >= head.generation && (!holds(m, &head) || due) => {
                 let same_term_other_writer = m.term == writer.term && m.writer != writer.identity;
                 // Another identity publishing under our term *after our own publish* is alive
-                // beside us: two writers share the bucket. (Found at start, before we published,
-                // it is usually ourselves under an older name, a standalone pod restarted: merge.)
+                // beside us: two writers share the bucket. (Found before we published, it is
+                // usually ourselves under an older name, a standalone pod restarted: merge,
+                // and say so.)
                 if same_term_other_writer
                     && head.writer == writer.identity
                     && m.generation > head.generation
@@ -735,6 +806,7 @@ pub async fn backup(
                     return Err(PublishError::ForeignWriter {
                         generation: m.generation,
                         writer: m.writer.clone(),
+                        cluster: m.cluster.clone(),
                         term: m.term,
                     });
                 }
@@ -743,6 +815,7 @@ pub async fn backup(
                         generation = m.generation, writer = %m.writer, term = m.term,
                         "merging a generation written under this replica's own term by another identity; if that writer still runs, two writers share this bucket and one of them will stop"
                     );
+                    merged_same_term = Some((m.writer.clone(), m.generation));
                 } else if m.generation > head.generation {
                     tracing::warn!(
                         generation = m.generation, their_term = m.term, our_term = writer.term,
@@ -750,7 +823,7 @@ pub async fn backup(
                     );
                 }
                 let theirs = load_manifest(store, &head, m, writer.backoff, Some(local)).await?;
-                head = Arc::new(merge(&head, &theirs, writer, now));
+                head = Arc::new(merge(&head, &theirs, |e| writer.retains(e, now), now));
             }
             Some(m) if m.generation < head.generation => check_all = true,
             None => check_all = true,
@@ -763,6 +836,7 @@ pub async fn backup(
                 published: false,
                 uploaded,
                 unreadable: newest.unreadable,
+                merged_same_term,
             });
         }
         // Upload what the bucket lacks.
@@ -808,6 +882,7 @@ pub async fn backup(
                 published: false,
                 uploaded,
                 unreadable: newest.unreadable,
+                merged_same_term,
             });
         }
         let generation = newest.highest.max(head.generation) + 1;
@@ -816,6 +891,7 @@ pub async fn backup(
             term: writer.term,
             writer: writer.identity.to_string(),
             updated: now,
+            cluster: writer.cluster.to_string(),
             files: head.file_entries(),
         };
         let body = serde_json::to_vec_pretty(&manifest).expect("a manifest always serialises");
@@ -851,11 +927,7 @@ pub async fn backup(
                 }
                 write_local_manifest(local, &manifest).await;
                 let l = local.clone();
-                if let Err(e) = tokio::task::spawn_blocking(move || l.remove(STAGED))
-                    .await
-                    .map_err(std::io::Error::other)
-                    .and_then(|r| r)
-                {
+                if let Err(e) = blocking(STAGED, move || l.remove(STAGED)).await {
                     tracing::warn!(error = %e, "could not clear the staged lineage (harmless: the manifest supersedes it)");
                 }
                 return Ok(Backed {
@@ -868,6 +940,7 @@ pub async fn backup(
                     published: true,
                     uploaded,
                     unreadable: newest.unreadable,
+                    merged_same_term,
                 });
             }
             Err(object_store::Error::AlreadyExists { .. }) => {
@@ -890,11 +963,19 @@ fn holds(m: &Manifest, head: &Snapshot) -> bool {
 }
 
 /// Merges `theirs` (a newer manifest, loaded on top of `ours`) into our lineage, slot by slot:
-/// a slot only one side has is kept; where both differ, a complete set beats a partial one,
-/// then the one whose data reaches further, then ours. Nothing is dropped but by retention.
-/// The result builds on `theirs`'s generation; what it holds beyond `theirs` is pending.
-fn merge(ours: &Snapshot, theirs: &Snapshot, writer: &Writer<'_>, now: DateTime<Utc>) -> Snapshot {
+/// a slot only one side has is kept; where both differ, a complete set beats a partial one, then
+/// the one whose data reaches further (even if it could not be loaded here: the better set
+/// exists, and answers say it is unavailable), then one that loaded, then ours if we built it
+/// (pending), else theirs. Nothing is dropped but what `keep` refuses (retention). The result
+/// builds on `theirs`'s generation; what it holds beyond `theirs` is pending.
+fn merge(
+    ours: &Snapshot,
+    theirs: &Snapshot,
+    keep: impl Fn(&FileEntry) -> bool,
+    now: DateTime<Utc>,
+) -> Snapshot {
     type Slot = (crate::model::SetKind, Resolution, DateTime<Utc>);
+    #[derive(Clone, Copy)]
     enum Pick<'a> {
         Loaded(&'a String, &'a (FileEntry, LoadedSet)),
         Missing(&'a String, &'a Missing),
@@ -906,36 +987,44 @@ fn merge(ours: &Snapshot, theirs: &Snapshot, writer: &Writer<'_>, now: DateTime<
                 Pick::Missing(_, m) => &m.entry,
             }
         }
-    }
-    let better = |a: &FileEntry, b: &FileEntry| {
-        let complete = |e: &FileEntry| e.data_end >= e.end;
-        (complete(a), a.data_end) > (complete(b), b.data_end)
-    };
-    let mut slots: BTreeMap<Slot, Pick<'_>> = BTreeMap::new();
-    // Theirs first, then ours over them where ours is at least as good.
-    for side in [theirs, ours] {
-        let from_ours = std::ptr::eq(side, ours);
-        let picks = side
-            .files
-            .iter()
-            .map(|(p, v)| Pick::Loaded(p, v))
-            .chain(side.missing.iter().map(|(p, m)| Pick::Missing(p, m)));
-        for pick in picks {
-            let slot = pick.entry().slot();
-            match slots.get(&slot) {
-                Some(held) if !from_ours || better(held.entry(), pick.entry()) => {}
-                Some(held)
-                    if matches!(pick, Pick::Missing(..)) && matches!(held, Pick::Loaded(..)) => {}
-                _ => {
-                    slots.insert(slot, pick);
-                }
+        fn path(&self) -> &String {
+            match self {
+                Pick::Loaded(p, _) | Pick::Missing(p, _) => p,
             }
         }
     }
+    fn picks(s: &Snapshot) -> BTreeMap<Slot, Pick<'_>> {
+        s.files
+            .iter()
+            .map(|(p, v)| Pick::Loaded(p, v))
+            .chain(s.missing.iter().map(|(p, m)| Pick::Missing(p, m)))
+            .map(|pick| (pick.entry().slot(), pick))
+            .collect()
+    }
+    let (mut mine, theirs_picks) = (picks(ours), picks(theirs));
+    let mut chosen: Vec<Pick<'_>> = Vec::new();
+    for (slot, t) in theirs_picks {
+        let Some(o) = mine.remove(&slot) else {
+            chosen.push(t);
+            continue;
+        };
+        let pick = match better(o.entry(), t.entry()) {
+            Some(std::cmp::Ordering::Greater) => o,
+            Some(_) => t,
+            None => match (o, t) {
+                (Pick::Loaded(..), Pick::Missing(..)) => o,
+                (Pick::Missing(..), Pick::Loaded(..)) => t,
+                _ if ours.pending.contains(o.path()) => o,
+                _ => t,
+            },
+        };
+        chosen.push(pick);
+    }
+    chosen.extend(mine.into_values());
     let mut files = BTreeMap::new();
     let mut missing = BTreeMap::new();
-    for pick in slots.into_values() {
-        if !writer.retains(pick.entry(), now) {
+    for pick in chosen {
+        if !keep(pick.entry()) {
             continue;
         }
         match pick {
@@ -961,9 +1050,23 @@ fn merge(ours: &Snapshot, theirs: &Snapshot, writer: &Writer<'_>, now: DateTime<
     merged
 }
 
-/// Path → size of every set object in the bucket.
-async fn list_objects(store: &dyn ObjectStore) -> Result<BTreeMap<String, u64>, BackupError> {
-    let mut out = BTreeMap::new();
+/// Combines the lineage this replica serves with its local store's (a store read at start, with
+/// sets staged while it led before), slot by slot as [`backup`] merges: what the local store
+/// staged is kept, pending, so a promotion backs it up.
+pub fn adopt_local(
+    serving: &Snapshot,
+    local: &Snapshot,
+    writer: &Writer<'_>,
+    now: DateTime<Utc>,
+) -> Snapshot {
+    merge(local, serving, |e| writer.retains(e, now), now)
+}
+
+/// Every set object in the bucket with its metadata.
+async fn list_set_objects(
+    store: &dyn ObjectStore,
+) -> Result<Vec<object_store::ObjectMeta>, BackupError> {
+    let mut out = Vec::new();
     for kind in ["allocations", "assets"] {
         let dir = Path::from(format!("{}/{kind}", manifest::OBJECT_DIR));
         let metas: Vec<_> = store
@@ -971,9 +1074,29 @@ async fn list_objects(store: &dyn ObjectStore) -> Result<BTreeMap<String, u64>, 
             .try_collect()
             .await
             .map_err(store_err("list", &dir))?;
-        out.extend(metas.into_iter().map(|m| (m.location.to_string(), m.size)));
+        out.extend(metas);
     }
     Ok(out)
+}
+
+/// Path → size of every set object in the bucket.
+async fn list_objects(store: &dyn ObjectStore) -> Result<BTreeMap<String, u64>, BackupError> {
+    Ok(list_set_objects(store)
+        .await?
+        .into_iter()
+        .map(|m| (m.location.to_string(), m.size))
+        .collect())
+}
+
+/// Path → last modification of every set object in the bucket.
+async fn list_object_times(
+    store: &dyn ObjectStore,
+) -> Result<Vec<(String, DateTime<Utc>)>, BackupError> {
+    Ok(list_set_objects(store)
+        .await?
+        .into_iter()
+        .map(|m| (m.location.to_string(), m.last_modified))
+        .collect())
 }
 
 /// The stored bytes of a set, verified against its entry: from the local store, or, when the
@@ -1036,7 +1159,8 @@ pub struct Scrub {
     pub damaged: usize,
     /// Objects put back from a good copy.
     pub repaired: usize,
-    /// Objects with no good copy anywhere: their sets are unavailable until rebuilt.
+    /// Objects with no good copy anywhere: their sets were stored again from memory under a new
+    /// name (the lineage's next generation names it).
     pub lost: Vec<String>,
     /// Sets the lineage could not load before, loaded now (from the bucket, or from the local
     /// store and put back).
@@ -1056,7 +1180,7 @@ pub async fn scrub(
     head: &Snapshot,
     deep: usize,
     cursor: &mut usize,
-) -> Result<(Scrub, Vec<(String, FileEntry, LoadedSet)>), BackupError> {
+) -> Result<Scrubbed, BackupError> {
     let mut report = Scrub::default();
     let recovered = recover_missing(store, local, head).await?;
     report.recovered = recovered.len();
@@ -1079,13 +1203,15 @@ pub async fn scrub(
                 continue;
             }
             let p = Path::from(path.as_str());
-            let body = store
-                .get(&p)
-                .await
-                .map_err(store_err("get", &p))?
-                .bytes()
-                .await
-                .map_err(store_err("get", &p))?;
+            let body = match store.get(&p).await {
+                Ok(r) => r.bytes().await.map_err(store_err("get", &p))?,
+                // Gone since the list: repaired below like any absent object.
+                Err(object_store::Error::NotFound { .. }) => {
+                    damaged.push(path);
+                    continue;
+                }
+                Err(e) => return Err(store_err("get", &p)(e)),
+            };
             report.verified += 1;
             if !manifest::verify(entry, &body) {
                 report.damaged += 1;
@@ -1094,6 +1220,7 @@ pub async fn scrub(
         }
         *cursor = (*cursor + deep) % published.len();
     }
+    let mut replaced = Vec::new();
     for (path, (entry, set)) in &published {
         let absent = present.get(path.as_str()) != Some(&entry.bytes);
         if absent {
@@ -1111,13 +1238,45 @@ pub async fn scrub(
                     .map_err(store_err("put", &p))?;
                 report.repaired += 1;
             }
+            // No copy of these bytes anywhere, but the set is in memory: store it again under
+            // its new encoding and name, and the lineage follows (a new generation).
             Err(e) => {
-                tracing::error!(%path, error = %e, "a backup object is lost: no good copy to put back");
+                tracing::error!(%path, error = %e, "a backup object is lost; storing the set again from memory");
+                let encoded = {
+                    let set = set.clone();
+                    blocking(path.as_str(), move || manifest::encode(&set.to_etl())).await?
+                };
+                let p = Path::from(encoded.path.as_str());
+                store
+                    .put(&p, PutPayload::from(encoded.body.clone()))
+                    .await
+                    .map_err(store_err("put", &p))?;
+                let (l, rel, body) = (local.clone(), encoded.path.clone(), encoded.body.clone());
+                if let Err(e) = blocking(rel.clone(), move || l.write(&rel, &body)).await {
+                    tracing::warn!(error = %e, "could not keep the new copy locally");
+                }
                 report.lost.push((*path).clone());
+                replaced.push(((*path).clone(), encoded.path, encoded.entry, set.clone()));
             }
         }
     }
-    Ok((report, recovered))
+    Ok(Scrubbed {
+        report,
+        recovered,
+        replaced,
+    })
+}
+
+/// What a scrub changes in the lineage besides the bucket.
+#[derive(Debug)]
+pub struct Scrubbed {
+    /// What it found and did.
+    pub report: Scrub,
+    /// Sets that could not be loaded before, loaded now: path, entry, set.
+    pub recovered: Vec<(String, FileEntry, LoadedSet)>,
+    /// Sets whose stored bytes were lost everywhere, stored again: old path, new path, new
+    /// entry, set.
+    pub replaced: Vec<(String, String, FileEntry, LoadedSet)>,
 }
 
 /// Tries again the sets of the lineage that could not be loaded and whose retry time has come:
@@ -1157,13 +1316,16 @@ async fn recover_missing(
     Ok(out)
 }
 
-/// Deletes manifests older than the newest few and objects no remaining manifest names, but
-/// only those older than `grace` ([`GC_GRACE`] by default). Returns the number of objects deleted.
+/// Deletes manifests older than the newest [`GC_KEEP_MANIFESTS`] and objects that neither a
+/// remaining manifest nor `lineage` (the leader's own sets, which may be named by no manifest
+/// yet, or by one the bucket lost) names, but only those older than `grace` ([`GC_GRACE`] by
+/// default). Returns the number of objects deleted.
 pub async fn collect_garbage(
     store: &dyn ObjectStore,
     newest: u64,
     now: DateTime<Utc>,
     grace: std::time::Duration,
+    lineage: &BTreeSet<String>,
 ) -> Result<usize, BackupError> {
     let grace = Duration::from_std(grace).unwrap_or(Duration::MAX);
     let dir = Path::from(MANIFEST_DIR);
@@ -1185,7 +1347,7 @@ pub async fn collect_garbage(
             kept.push(g);
         }
     }
-    let mut referenced = BTreeSet::new();
+    let mut referenced = lineage.clone();
     for g in kept {
         match read_manifest(store, g).await {
             Ok(m) => referenced.extend(m.files.into_keys()),
@@ -1200,18 +1362,10 @@ pub async fn collect_garbage(
             }
         }
     }
-    for kind in ["allocations", "assets"] {
-        let dir = Path::from(format!("{}/{kind}", manifest::OBJECT_DIR));
-        let objects: Vec<_> = store
-            .list(Some(&dir))
-            .try_collect()
-            .await
-            .map_err(store_err("list", &dir))?;
-        for meta in objects {
-            if !referenced.contains(meta.location.as_ref()) && meta.last_modified < now - grace {
-                delete(store, &meta.location).await?;
-                deleted += 1;
-            }
+    for (path, modified) in list_object_times(store).await? {
+        if !referenced.contains(&path) && modified < now - grace {
+            delete(store, &Path::from(path.as_str())).await?;
+            deleted += 1;
         }
     }
     Ok(deleted)

@@ -45,6 +45,19 @@ const GC_INTERVAL: Duration = Duration::from_secs(600);
 /// The shortest gap between two collections run because a write failed (the bucket may be
 /// full of garbage).
 const GC_AFTER_ERROR: Duration = Duration::from_secs(60);
+
+/// Why garbage is collected: each cause is rate-limited on its own, so a failing write is never
+/// kept from collecting by a recent scheduled run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum GcCause {
+    /// The schedule (and after a successful write): at most every [`GC_INTERVAL`].
+    Schedule,
+    /// A failed write (a full bucket?): at most every [`GC_AFTER_ERROR`].
+    FailedWrite,
+    /// Asked for by a test: at once.
+    #[cfg(feature = "test-support")]
+    Asked,
+}
 /// How often the leader scrubs the bucket (every object's presence and size, and some
 /// objects' bytes).
 const SCRUB_INTERVAL: Duration = Duration::from_secs(300);
@@ -57,6 +70,8 @@ const SCRUB_DEEP: usize = 16;
 pub struct StorageConfig {
     /// This replica's identity, written into every manifest.
     pub identity: String,
+    /// The cluster id, written into every manifest.
+    pub cluster_id: String,
     /// The bucket (already scoped to its prefix).
     pub bucket: Arc<dyn ObjectStore>,
     /// For status and logs.
@@ -183,6 +198,12 @@ pub struct Drain;
 #[rtype(result = "()")]
 pub struct ScrubNow;
 
+/// Collects garbage now, whatever the schedule (tests).
+#[cfg(feature = "test-support")]
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct CollectGarbageNow;
+
 /// Asks for [`StorageStatus`].
 #[derive(Message)]
 #[rtype(result = "StorageStatus")]
@@ -238,6 +259,9 @@ pub struct StorageStatus {
     pub unreadable_manifests: Vec<UnreadableManifest>,
     /// The last scrub of the bucket, and what it found.
     pub last_scrub: Option<(DateTime<Utc>, Scrub)>,
+    /// A generation written under this term by another identity that was merged (writer,
+    /// generation): usually this replica under an older name.
+    pub merged_same_term: Option<(String, u64)>,
     /// Why the local file store cannot be written, found at start.
     pub etl_dir_error: Option<EtlDirError>,
     /// Writes dropped because this replica follows.
@@ -326,8 +350,17 @@ pub struct Storage {
     last_backup_error: Option<PublishError>,
     /// The pause before the next retry of a failed backup.
     backup_pause: Duration,
-    backup_in_flight: bool,
-    backup_retry_scheduled: bool,
+    /// The term of the backup running or queued, if one is.
+    backup_in_flight: Option<u64>,
+    /// The term of the backup retry scheduled, if one is.
+    backup_retry_scheduled: Option<u64>,
+    /// Whether a backup has reconciled the lineage with the bucket since this promotion.
+    reconciled: bool,
+    /// Whether the local store read at promotion is this replica's own, so it may serve it
+    /// before the bucket is read.
+    trusted_local: bool,
+    /// A generation under this term by another identity that was merged, for status.
+    merged_same_term: Option<(String, u64)>,
     foreign_writer: Option<PublishError>,
     unreadable: Vec<UnreadableManifest>,
     last_scrub: Option<(DateTime<Utc>, Scrub)>,
@@ -390,8 +423,11 @@ impl Storage {
             last_backup: None,
             last_backup_error: None,
             backup_pause: BACKUP_RETRY.0,
-            backup_in_flight: false,
-            backup_retry_scheduled: false,
+            backup_in_flight: None,
+            backup_retry_scheduled: None,
+            reconciled: false,
+            trusted_local: false,
+            merged_same_term: None,
             foreign_writer: None,
             unreadable: Vec::new(),
             last_scrub: None,
@@ -461,15 +497,21 @@ impl Storage {
         self.cfg.metrics.writes_enabled.set(i64::from(enabled));
     }
 
-    fn demote(&mut self, leader: Option<String>) {
-        // Writes go off before anything else, so no write of the old term starts after this.
+    /// Writes off and the current term's work cancelled; whoever awaits writes is told no.
+    fn writes_off(&mut self) {
         self.set_writes(false);
         self.cancel.cancel();
-        self.role = Role::Follower { leader };
-        self.promotion_error = None;
         for (_, tx) in self.awaiting_writes.drain(..) {
             let _ = tx.send(Err(NotWritable));
         }
+    }
+
+    fn demote(&mut self, leader: Option<String>) {
+        // Writes go off before anything else, so no write of the old term starts after this.
+        self.writes_off();
+        self.role = Role::Follower { leader };
+        self.promotion_error = None;
+        self.reconciled = false;
     }
 
     fn promote(&mut self, term: u64, ctx: &mut Context<Self>) {
@@ -486,9 +528,13 @@ impl Storage {
             "promoted: reconciling the bucket and the local store before writing"
         );
         self.promotion_error = None;
+        self.reconciled = false;
+        self.trusted_local = false;
         self.backup_pause = BACKUP_RETRY.0;
         // The leader's own store is its to serve: install it (once read) before the bucket
-        // read, so a leader whose bucket is down still answers from what it wrote.
+        // read, so a leader whose bucket is down still answers from what it wrote. What it
+        // staged while it led before (and may have been hidden since by a follower's polls) is
+        // adopted into what it serves, pending, so this promotion backs it up.
         let cancel = self.cancel.clone();
         ctx.spawn(
             self.local
@@ -499,7 +545,16 @@ impl Storage {
                         return;
                     }
                     if let Some(local) = local {
-                        act.install(local, false);
+                        act.trusted_local = local.is_loaded() && local.writer == act.cfg.identity;
+                        if !act.snapshot.is_loaded() {
+                            act.install(local, true);
+                        } else if !local.pending.is_empty() {
+                            let cancel = CancellationToken::new();
+                            let w = Self::writer(&act.cfg, term, &cancel);
+                            let adopted =
+                                backup::adopt_local(&act.snapshot, &local, &w, Utc::now());
+                            act.install(Arc::new(adopted), true);
+                        }
                     }
                     act.run_backup(term, true, ctx);
                 }),
@@ -509,6 +564,7 @@ impl Storage {
     fn writer<'a>(cfg: &'a StorageConfig, term: u64, cancel: &'a CancellationToken) -> Writer<'a> {
         Writer {
             identity: &cfg.identity,
+            cluster: &cfg.cluster_id,
             term,
             cancel,
             hourly_retention: cfg.hourly_retention,
@@ -522,10 +578,10 @@ impl Storage {
     /// after it, or after its first failure: the leader then builds into its local store and the
     /// backup retries with backoff until the bucket takes it.
     fn run_backup(&mut self, term: u64, promotion: bool, ctx: &mut Context<Self>) {
-        if self.backup_in_flight || self.foreign_writer.is_some() {
+        if self.backup_in_flight == Some(term) || self.foreign_writer.is_some() {
             return;
         }
-        self.backup_in_flight = true;
+        self.backup_in_flight = Some(term);
         let lock = self.write_lock.clone();
         let cancel = self.cancel.clone();
         ctx.spawn(
@@ -550,7 +606,9 @@ impl Storage {
                     .into_actor(act)
                 })
                 .map(move |res, act, ctx| {
-                    act.backup_in_flight = false;
+                    if act.backup_in_flight == Some(term) {
+                        act.backup_in_flight = None;
+                    }
                     if act.role != (Role::Leader { term }) {
                         return;
                     }
@@ -589,6 +647,11 @@ impl Storage {
                     );
                 }
                 self.unreadable = b.unreadable;
+                if let Some((writer, generation)) = &b.merged_same_term {
+                    tracing::warn!(%writer, generation, "merged a generation of another identity under this term");
+                    self.merged_same_term = b.merged_same_term.clone();
+                }
+                self.reconciled = true;
                 self.install(Arc::new(b.snapshot), true);
                 self.last_backup = Some(Utc::now());
                 self.last_backup_error = None;
@@ -617,21 +680,23 @@ impl Storage {
                     self.enable_writes(term);
                 }
                 self.schedule_backup(term, ctx);
-                self.collect_garbage(ctx, GC_AFTER_ERROR);
+                self.collect_garbage(ctx, GcCause::FailedWrite);
             }
         }
     }
 
     /// Retries the backup after the current pause, doubling it for the next time.
     fn schedule_backup(&mut self, term: u64, ctx: &mut Context<Self>) {
-        if self.backup_retry_scheduled {
+        if self.backup_retry_scheduled == Some(term) {
             return;
         }
-        self.backup_retry_scheduled = true;
+        self.backup_retry_scheduled = Some(term);
         let pause = self.backup_pause;
         self.backup_pause = (pause * 2).min(BACKUP_RETRY.1);
         ctx.run_later(pause, move |act, ctx| {
-            act.backup_retry_scheduled = false;
+            if act.backup_retry_scheduled == Some(term) {
+                act.backup_retry_scheduled = None;
+            }
             if act.role == (Role::Leader { term }) && !act.cancel.is_cancelled() {
                 act.run_backup(term, false, ctx);
             }
@@ -642,11 +707,7 @@ impl Storage {
     /// keep serving what is loaded.
     fn stop_foreign(&mut self, e: PublishError) {
         tracing::error!(error = %e, "writes stopped: give each cluster its own bucket or prefix, and run one standalone writer per bucket");
-        self.set_writes(false);
-        self.cancel.cancel();
-        for (_, tx) in self.awaiting_writes.drain(..) {
-            let _ = tx.send(Err(NotWritable));
-        }
+        self.writes_off();
         self.foreign_writer = Some(e);
     }
 
@@ -661,12 +722,12 @@ impl Storage {
         }
         let lock = self.write_lock.clone();
         let cfg = self.cfg.clone();
-        let mut cursor = self.scrub_cursor;
         ctx.spawn(
             async move { lock.lock_owned().await }
                 .into_actor(self)
                 .then(move |guard, act, _| {
                     let head = act.snapshot.clone();
+                    let mut cursor = act.scrub_cursor;
                     async move {
                         let r = backup::scrub(
                             cfg.bucket.as_ref(),
@@ -687,12 +748,25 @@ impl Storage {
                         return;
                     }
                     match res {
-                        Ok((report, recovered)) => {
-                            if !recovered.is_empty() {
+                        Ok(scrubbed) => {
+                            let backup::Scrubbed {
+                                report,
+                                recovered,
+                                replaced,
+                            } = scrubbed;
+                            let relink = !replaced.is_empty();
+                            if !recovered.is_empty() || relink {
                                 let mut s = (*act.snapshot).clone();
                                 for (path, entry, set) in recovered {
                                     if s.missing.remove(&path).is_some() {
                                         s.files.insert(path, (entry, set));
+                                    }
+                                }
+                                for (old, new, entry, set) in replaced {
+                                    if s.files.remove(&old).is_some() {
+                                        s.files.insert(new.clone(), (entry, set));
+                                        s.pending.insert(new);
+                                        s.staged_at.get_or_insert_with(Utc::now);
                                     }
                                 }
                                 s.rebuild_index();
@@ -711,6 +785,9 @@ impl Storage {
                                     manifest_behind = report.manifest_behind,
                                     "scrub repaired the bucket"
                                 );
+                            }
+                            if relink {
+                                act.run_backup(term, false, ctx);
                             }
                             if report.manifest_behind {
                                 act.run_backup(term, false, ctx);
@@ -753,58 +830,81 @@ impl Storage {
             newer_term,
             "fenced: a writer with a higher term owns the backup; writes off"
         );
-        self.set_writes(false);
-        self.cancel.cancel();
-        for (_, tx) in self.awaiting_writes.drain(..) {
-            let _ = tx.send(Err(NotWritable));
-        }
+        self.writes_off();
         if let Some(e) = &self.election {
             e.fenced.do_send(Fenced { term, newer_term });
         }
     }
 
-    /// Collects garbage unless a collection of the same cause ran within `min_gap` (scheduled
-    /// ones and ones after a failed write are counted apart, so a failing write is never kept
-    /// from collecting by a recent scheduled run): the leader's bucket and local store (it keeps
-    /// what any recent manifest or the lineage names), a follower's local store.
-    fn collect_garbage(&mut self, ctx: &mut Context<Self>, min_gap: Duration) {
-        let last = if min_gap == GC_AFTER_ERROR {
-            &mut self.last_gc_after_error
-        } else {
-            &mut self.last_gc
+    /// Collects garbage unless a collection of the same cause ran recently: the leader's
+    /// bucket and local store, a follower's local store. It runs under the write lock and
+    /// keeps what any recent manifest or the lineage names (read under the lock), so neither a
+    /// backup nor a publish in progress loses an object to it.
+    fn collect_garbage(&mut self, ctx: &mut Context<Self>, cause: GcCause) {
+        let (last, min_gap) = match cause {
+            GcCause::Schedule => (&mut self.last_gc, GC_INTERVAL),
+            GcCause::FailedWrite => (&mut self.last_gc_after_error, GC_AFTER_ERROR),
+            #[cfg(feature = "test-support")]
+            GcCause::Asked => (&mut self.last_gc, Duration::ZERO),
         };
         if last.is_some_and(|t| t.elapsed() < min_gap) {
             return;
         }
         *last = Some(Instant::now());
-        let leading = matches!(self.role, Role::Leader { .. }) && self.writes_enabled;
-        let bucket = self.cfg.bucket.clone();
-        let newest = self.snapshot.generation;
-        let cancel = self.cancel.clone();
-        let local = self.cfg.local.clone();
-        let keep: std::collections::BTreeSet<String> =
-            self.snapshot.file_entries().into_keys().collect();
-        let grace = self.cfg.gc_grace;
+        let lock = self.write_lock.clone();
         ctx.spawn(
-            async move {
-                if leading && !cancel.is_cancelled() {
-                    match backup::collect_garbage(bucket.as_ref(), newest, Utc::now(), grace).await
-                    {
-                        Ok(n) if n > 0 => tracing::info!(deleted = n, "bucket garbage collected"),
-                        Ok(_) => {}
-                        Err(e) => tracing::warn!(error = %e, "bucket garbage collection failed"),
+            async move { lock.lock_owned().await }
+                .into_actor(self)
+                .then(|guard, act, _| {
+                    let leading =
+                        matches!(act.role, Role::Leader { .. }) && act.writes_enabled;
+                    let loaded = act.snapshot.is_loaded();
+                    let bucket = act.cfg.bucket.clone();
+                    let newest = act.snapshot.generation;
+                    let cancel = act.cancel.clone();
+                    let local = act.cfg.local.clone();
+                    let keep: std::collections::BTreeSet<String> =
+                        act.snapshot.file_entries().into_keys().collect();
+                    let grace = act.cfg.gc_grace;
+                    async move {
+                        if leading && !cancel.is_cancelled() {
+                            match backup::collect_garbage(
+                                bucket.as_ref(),
+                                newest,
+                                Utc::now(),
+                                grace,
+                                &keep,
+                            )
+                            .await
+                            {
+                                Ok(n) if n > 0 => {
+                                    tracing::info!(deleted = n, "bucket garbage collected")
+                                }
+                                Ok(_) => {}
+                                Err(e) => {
+                                    tracing::warn!(error = %e, "bucket garbage collection failed")
+                                }
+                            }
+                        }
+                        // With nothing loaded, nothing tells garbage from data: keep it all.
+                        if loaded {
+                            let kept_from = newest.saturating_sub(backup::GC_KEEP_MANIFESTS);
+                            match tokio::task::spawn_blocking(move || {
+                                local.retain(&keep, kept_from, grace)
+                            })
+                            .await
+                            {
+                                Ok(Ok(_)) => {}
+                                Ok(Err(e)) => {
+                                    tracing::warn!(error = %e, "local file store clean-up failed")
+                                }
+                                Err(e) => tracing::warn!(error = %e, "local file store clean-up task failed"),
+                            }
+                        }
+                        drop(guard);
                     }
-                }
-                let kept_from = newest.saturating_sub(10);
-                match tokio::task::spawn_blocking(move || local.retain(&keep, kept_from, grace))
-                    .await
-                {
-                    Ok(Ok(_)) => {}
-                    Ok(Err(e)) => tracing::warn!(error = %e, "local file store clean-up failed"),
-                    Err(e) => tracing::warn!(error = %e, "local file store clean-up task failed"),
-                }
-            }
-            .into_actor(self),
+                    .into_actor(act)
+                }),
         );
     }
 
@@ -815,6 +915,16 @@ impl Storage {
         // A follower serves only what the bucket vouches for: a store it loaded as leader from
         // its own folder (and was demoted before the bucket confirmed) is held back too.
         let local_held = following && !s.vouched();
+        // A leader that has not read the bucket since promotion serves only a store it wrote
+        // itself: a stale or empty one would answer the bucket's windows as empty.
+        if let (Role::Leader { .. }, false, false, Some(e)) = (
+            &self.role,
+            self.reconciled,
+            self.trusted_local,
+            &self.promotion_error,
+        ) {
+            return Some(NotReady::Unreconciled(e.clone()));
+        }
         if s.is_loaded() && !local_held {
             if s.servable() {
                 return None;
@@ -839,7 +949,7 @@ impl Storage {
         Some(match &self.role {
             Role::Leader { .. } => {
                 if let Some(e) = &self.promotion_error {
-                    NotReady::LeaderCannotReadBucket(e.clone())
+                    NotReady::Unreconciled(e.clone())
                 } else if !self.writes_enabled {
                     NotReady::Promoting
                 } else if let Some(e) = &self.last_write_error {
@@ -925,6 +1035,7 @@ impl Storage {
             foreign_writer: self.foreign_writer.clone(),
             unreadable_manifests: self.unreadable.clone(),
             last_scrub: self.last_scrub.clone(),
+            merged_same_term: self.merged_same_term.clone(),
             etl_dir_error: self.etl_dir_error.clone(),
             follower_writes_dropped: self.dropped,
             blocked_reads: self.blocked_reads.len(),
@@ -973,7 +1084,7 @@ impl Actor for Storage {
         );
         ctx.run_interval(SCRUB_INTERVAL, |act, ctx| act.run_scrub(ctx));
         ctx.run_interval(GC_INTERVAL, |act, ctx| {
-            act.collect_garbage(ctx, GC_INTERVAL)
+            act.collect_garbage(ctx, GcCause::Schedule)
         });
     }
 }
@@ -1160,7 +1271,7 @@ impl Handler<WriteSets> for Storage {
                         }
                         let head = act.snapshot.clone();
                         let cfg = act.cfg.clone();
-                        act.backup_in_flight = true;
+                        act.backup_in_flight = Some(term);
                         let backed = async move {
                             let writer = Self::writer(&cfg, term, &cancel);
                             let res = backup::backup(
@@ -1193,7 +1304,9 @@ impl Handler<WriteSets> for Storage {
                         }
                         Written::Staged(res) => res,
                     };
-                    act.backup_in_flight = false;
+                    if act.backup_in_flight == Some(term) {
+                        act.backup_in_flight = None;
+                    }
                     let label = match &res {
                         Ok(_) => "ok",
                         Err(e) if e.is_retryable() => "staged",
@@ -1222,7 +1335,7 @@ impl Handler<WriteSets> for Storage {
                     };
                     act.after_backup(term, res, false, ctx);
                     if matches!(outcome, WriteOutcome::Written { .. }) {
-                        act.collect_garbage(ctx, GC_INTERVAL);
+                        act.collect_garbage(ctx, GcCause::Schedule);
                     }
                     outcome
                 }),
@@ -1240,6 +1353,15 @@ impl Handler<ElectionEvents> for Storage {
             });
         }
         self.election = Some(msg);
+    }
+}
+
+#[cfg(feature = "test-support")]
+impl Handler<CollectGarbageNow> for Storage {
+    type Result = ();
+
+    fn handle(&mut self, _: CollectGarbageNow, ctx: &mut Self::Context) {
+        self.collect_garbage(ctx, GcCause::Asked);
     }
 }
 

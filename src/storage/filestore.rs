@@ -28,12 +28,16 @@ impl FileStore {
         let path = self.root.join(rel);
         let dir = path.parent().expect("store paths have a parent directory");
         std::fs::create_dir_all(dir)?;
+        // Unique per process and write: two writes of one path at once (a restore and a
+        // mend) must not share a temp file.
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let tmp = dir.join(format!(
-            ".{}.tmp-{}",
+            ".{}.tmp-{}-{}",
             path.file_name()
                 .and_then(|n| n.to_str())
                 .unwrap_or("object"),
-            std::process::id()
+            std::process::id(),
+            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
         ));
         {
             let mut f = std::fs::File::create(&tmp)?;
@@ -112,34 +116,35 @@ impl FileStore {
         std::fs::read(self.root.join(rel))
     }
 
-    /// The newest manifest in the folder, if any can be read.
+    /// The newest manifest in the folder that parses, if any; ones that do not are skipped (with
+    /// a warning), as a reader of the bucket skips them.
     pub fn latest_manifest(&self) -> std::io::Result<Option<Manifest>> {
         let dir = self.root.join(MANIFEST_DIR);
-        let mut newest: Option<(u64, PathBuf)> = None;
         let entries = match std::fs::read_dir(&dir) {
             Ok(e) => e,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e),
         };
+        let mut found: Vec<(u64, PathBuf)> = Vec::new();
         for entry in entries {
             let entry = entry?;
             let name = entry.file_name();
-            let Some(g) = name.to_str().and_then(|n| {
+            if let Some(g) = name.to_str().and_then(|n| {
                 super::manifest::parse_manifest_path(&object_store::path::Path::from(n))
-            }) else {
-                continue;
-            };
-            if newest.as_ref().is_none_or(|(n, _)| g > *n) {
-                newest = Some((g, entry.path()));
+            }) {
+                found.push((g, entry.path()));
             }
         }
-        let Some((_, path)) = newest else {
-            return Ok(None);
-        };
-        let body = std::fs::read(path)?;
-        serde_json::from_slice(&body)
-            .map(Some)
-            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+        found.sort_unstable_by_key(|f| std::cmp::Reverse(f.0));
+        for (g, path) in found {
+            match serde_json::from_slice::<Manifest>(&std::fs::read(&path)?) {
+                Ok(m) if m.generation == g => return Ok(Some(m)),
+                Ok(_) | Err(_) => {
+                    tracing::warn!(path = %path.display(), "skipping a local manifest that does not parse");
+                }
+            }
+        }
+        Ok(None)
     }
 
     /// Removes every file under the ETL folders that `keep` does not name, and manifests older
@@ -153,6 +158,12 @@ impl FileStore {
     ) -> std::io::Result<usize> {
         let cutoff = std::time::SystemTime::now() - grace;
         let mut removed = 0;
+        // What the staged lineage names is kept too: sets built while leading that no bucket
+        // manifest names yet.
+        let mut keep = keep.clone();
+        if let Ok(Some(staged)) = self.staged() {
+            keep.extend(staged.files.into_keys());
+        }
         let mut stack = vec![self.root.join("etl")];
         while let Some(dir) = stack.pop() {
             let Ok(entries) = std::fs::read_dir(&dir) else {

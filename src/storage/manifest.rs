@@ -62,6 +62,10 @@ pub struct Manifest {
     pub writer: String,
     /// When the writer published it.
     pub updated: DateTime<Utc>,
+    /// The writer's cluster id (`--cluster-id`): a manifest of another cluster is never merged
+    /// into this one's lineage. Empty in manifests written before it was recorded.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub cluster: String,
     /// Object path (relative to the bucket prefix) to entry.
     pub files: BTreeMap<String, FileEntry>,
 }

@@ -18,7 +18,7 @@ pub use controller::{
     StorageStatus, WriteOutcome, WriteSets,
 };
 #[cfg(feature = "test-support")]
-pub use controller::{ReadBackup, ScrubNow};
+pub use controller::{CollectGarbageNow, ReadBackup, ScrubNow};
 pub use poller::BackupPoller;
 #[cfg(feature = "test-support")]
 pub use poller::PollNow;

@@ -48,9 +48,12 @@ pub enum NotReady {
         /// The first set's path and problem.
         first: String,
     },
-    /// Leading, with nothing to serve yet, and the bucket cannot be read.
-    #[error("leading, with nothing built yet, and the bucket cannot be read: {0}")]
-    LeaderCannotReadBucket(PublishError),
+    /// Leading, but the bucket has not been read since promotion, and the local store is not
+    /// this replica's own: what it would answer could miss what the bucket holds.
+    #[error(
+        "leading, but the bucket has not been read since promotion, so answers could miss what it holds (building into the local store meanwhile; followers answer): {0}"
+    )]
+    Unreconciled(PublishError),
     /// Leading, reading the bucket before enabling writes.
     #[error("leading: reading the bucket before enabling writes")]
     Promoting,
@@ -92,7 +95,7 @@ impl NotReady {
     pub fn label(&self) -> &'static str {
         match self {
             NotReady::Unloadable { .. } => "unloadable",
-            NotReady::LeaderCannotReadBucket(_) | NotReady::FollowerCannotReadBucket { .. } => {
+            NotReady::Unreconciled(_) | NotReady::FollowerCannotReadBucket { .. } => {
                 "bucket_unreadable"
             }
             NotReady::Promoting => "promoting",
