@@ -61,6 +61,8 @@ pub struct Parts {
     pub etl_interval: Duration,
     /// Garbage (unreferenced objects, old manifests) younger than this is never collected.
     pub gc_grace: Duration,
+    /// How often the replica writes its heartbeat and reads the group's.
+    pub heartbeat: Duration,
     /// How far back the leader builds on first start.
     pub backfill: chrono::Duration,
     /// Hourly sets kept.
@@ -144,6 +146,7 @@ impl Parts {
             object_retry: cfg.poll_interval * 2,
             etl_interval: cfg.etl_interval,
             gc_grace: crate::storage::backup::GC_GRACE,
+            heartbeat: cfg.poll_interval.min(Duration::from_secs(30)),
             backfill: chrono::Duration::from_std(cfg.backfill)
                 .map_err(|e| RunError::Config(format!("{}: {e}", cfg.name_of("backfill"))))?,
             hourly_retention: chrono::Duration::hours(i64::from(cfg.hourly_retention)),
@@ -184,6 +187,7 @@ pub fn start(parts: Parts) -> Replica {
             daily_retention: parts.daily_retention,
             backoff,
             gc_grace: parts.gc_grace,
+            heartbeat: parts.heartbeat,
             metrics: metrics.clone(),
         },
         supervisor.lifeline("storage"),
@@ -244,6 +248,7 @@ pub fn start(parts: Parts) -> Replica {
             lease_name: parts.lease_name,
             lease_namespace: parts.lease_namespace,
             poll_interval: parts.poll_interval,
+            etl_interval: parts.etl_interval,
             cluster_id: parts.cluster_id,
             version: env!("CARGO_PKG_VERSION"),
         }),

@@ -1,13 +1,18 @@
-//! The status page in a real browser: headless Chromium loads `/` from the running binary, runs
-//! its script, and the rendered DOM shows the replica's role, identity and data.
+//! The status page in a real browser: headless Chromium loads `/` from running replicas (a
+//! leader, a follower, a follower with no data, a follower of a leader that stopped), runs its
+//! script, and the rendered DOM shows what an operator needs; screenshots are written under
+//! `target/screenshots/` for a person to look at.
 #![allow(
     clippy::disallowed_methods,
-    reason = "synchronous tests poll a child process or a port; no event to await there"
+    reason = "the browser is a child process run to completion; nothing to await"
 )]
 
-use std::net::TcpListener;
+mod proc;
+
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+
+use proc::{Proc, spawn, wait_for};
 
 fn chromium() -> String {
     for c in ["chromium", "chromium-browser", "google-chrome"] {
@@ -22,10 +27,10 @@ fn chromium() -> String {
     panic!("Chromium is needed for this test; scripts/test installs Debian's chromium package");
 }
 
-/// The DOM of `url` once headless Chromium has run its script for a while.
-fn render(browser: &str, url: &str) -> String {
+/// Runs headless Chromium on `url` for a while with `extra` arguments; its stdout.
+fn chromium_run(url: &str, extra: &[String]) -> String {
     let profile = tempfile::tempdir().unwrap();
-    let out = Command::new(browser)
+    let out = Command::new(chromium())
         .args([
             "--headless",
             "--no-sandbox",
@@ -35,135 +40,147 @@ fn render(browser: &str, url: &str) -> String {
             "--disable-background-networking",
             "--disable-component-update",
             "--disable-sync",
-            "--virtual-time-budget=5000",
+            "--hide-scrollbars",
+            "--virtual-time-budget=6000",
             &format!("--user-data-dir={}", profile.path().display()),
-            "--dump-dom",
-            url,
         ])
+        .args(extra)
+        .arg(url)
         .stderr(Stdio::null())
         .output()
         .unwrap();
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// The status code of a plain HTTP/1.1 GET on loopback, if the server answers.
-fn http_status(port: u16, path: &str) -> Option<u16> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut head = [0u8; 12];
-    s.read_exact(&mut head).ok()?;
-    std::str::from_utf8(&head[9..12]).ok()?.parse().ok()
+/// The page's DOM once its script has run, and a screenshot of it in `target/screenshots/`.
+fn render(p: &Proc, name: &str) -> String {
+    let url = p.url("/");
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/screenshots");
+    std::fs::create_dir_all(&dir).unwrap();
+    let shot = dir.join(format!("{name}.png"));
+    chromium_run(
+        &url,
+        &[
+            format!("--screenshot={}", shot.display()),
+            "--window-size=1280,1400".to_string(),
+        ],
+    );
+    assert!(shot.is_file(), "no screenshot at {}", shot.display());
+    chromium_run(&url, &["--dump-dom".to_string()])
 }
 
-#[test]
-fn status_page_renders_role_identity_and_coverage_in_chromium() {
-    let browser = chromium();
+fn banner(dom: &str, title: &str) -> bool {
+    dom.contains(&format!("<strong>{title}</strong>"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_status_page_shows_the_group_and_warns_an_operator() {
     let dir = tempfile::tempdir().unwrap();
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut replica = Command::new(env!("CARGO_BIN_EXE_cost-model"))
-        .args([
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--identity",
-            "page-replica",
-            "--backfill",
-            "1d",
-        ])
-        .args([
-            "--etl-dir",
-            dir.path().join("etl").to_str().unwrap(),
-            "--bucket-dir",
-            dir.path().join("bucket").to_str().unwrap(),
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let url = format!("http://127.0.0.1:{port}/");
+    let client = reqwest::Client::new();
+    let bucket = dir.path().join("bucket").display().to_string();
+    let quick = ["--poll-interval", "1s", "--etl-interval", "1s"];
 
-    // Wait until the replica has data, so the page has something to show.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if http_status(port, "/readyz") == Some(200) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "replica never became ready");
-        std::thread::sleep(Duration::from_millis(100));
+    // A leader and a follower on one bucket.
+    let leader = spawn(
+        dir.path(),
+        "page-leader",
+        &[&["--bucket-dir", &bucket, "--backfill", "7d"][..], &quick].concat(),
+    );
+    let follower = spawn(
+        dir.path(),
+        "page-follower",
+        &[
+            &["--bucket-dir", &bucket, "--election", "follower"][..],
+            &quick,
+        ]
+        .concat(),
+    );
+    for p in [&leader, &follower] {
+        wait_for(p, &client, "/model/ha/group", |s, b| {
+            s == 200
+                && b["data"]["replicas"]
+                    .as_array()
+                    .is_some_and(|r| r.len() == 2)
+        })
+        .await;
+        wait_for(p, &client, "/readyz", |s, _| s == 200).await;
     }
-
-    let dom = render(&browser, &url);
-    let _ = replica.kill();
-    let _ = replica.wait();
+    let dom = render(&leader, "leader");
     assert!(
         dom.contains(r#"<span id="role" class="badge leader">leader</span>"#),
         "role not rendered:\n{dom}"
     );
     assert!(
-        dom.contains("page-replica · cluster cluster-one"),
-        "identity not rendered:\n{dom}"
+        dom.contains("page-leader · cluster cluster-one"),
+        "identity:\n{dom}"
+    );
+    assert!(
+        dom.contains("page-leader <span class=\"muted\">(this one)</span>")
+            && dom.contains("page-follower"),
+        "the group, both replicas:\n{dom}"
     );
     assert!(
         dom.contains("<td>allocations</td><td>1d</td>"),
-        "coverage not rendered:\n{dom}"
+        "coverage:\n{dom}"
     );
     assert!(
-        dom.contains(r#"<span class="ok">yes</span>"#),
-        "writes enabled not rendered:\n{dom}"
+        dom.contains("<svg") && dom.contains("kube-system"),
+        "the cost chart:\n{dom}"
     );
-}
+    assert!(
+        !banner(&dom, "Not ready.") && !banner(&dom, "Data is stale."),
+        "{dom}"
+    );
 
-#[test]
-fn a_replica_that_cannot_answer_shows_why_in_a_banner() {
-    let browser = chromium();
-    let dir = tempfile::tempdir().unwrap();
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    // A follower of an empty bucket: up, but with nothing to serve.
-    let mut replica = Command::new(env!("CARGO_BIN_EXE_cost-model"))
-        .args([
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--election",
-            "follower",
-        ])
-        .args(["--poll-interval", "1s", "--identity", "empty-follower"])
-        .args([
-            "--etl-dir",
-            dir.path().join("etl").to_str().unwrap(),
-            "--bucket-dir",
-            dir.path().join("bucket").to_str().unwrap(),
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while http_status(port, "/readyz") != Some(503) {
-        assert!(Instant::now() < deadline, "replica never answered /readyz");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let dom = render(&browser, &format!("http://127.0.0.1:{port}/"));
-    let _ = replica.kill();
-    let _ = replica.wait();
+    let dom = render(&follower, "follower");
     assert!(
-        dom.contains(r#"<div id="notready" class="card bad" style="display: block;">"#),
-        "banner not shown:\n{dom}"
+        dom.contains(r#"class="badge follower">follower</span>"#),
+        "{dom}"
     );
+    assert!(
+        dom.contains("the backup's writer: page-leader, term 0"),
+        "a follower shows the leader and term from the manifest:\n{dom}"
+    );
+    assert!(!banner(&dom, "Not ready."), "{dom}");
+
+    // A follower of an empty bucket: up, nothing to serve, and it says why.
+    let empty = spawn(
+        dir.path(),
+        "page-empty",
+        &[
+            &[
+                "--bucket-dir",
+                &dir.path().join("empty-bucket").display().to_string(),
+                "--election",
+                "follower",
+            ][..],
+            &quick,
+        ]
+        .concat(),
+    );
+    wait_for(&empty, &client, "/model/ha/status", |s, b| {
+        s == 200 && b["bucketEmpty"] == true
+    })
+    .await;
+    let dom = render(&empty, "follower-no-data");
+    assert!(banner(&dom, "Not ready."), "{dom}");
     assert!(
         dom.contains("following, but the bucket holds no backup yet"),
-        "reason not shown:\n{dom}"
+        "{dom}"
+    );
+
+    // A follower whose leader stopped: its data grows stale, and the page says since when and
+    // who wrote it last.
+    drop(leader);
+    wait_for(&follower, &client, "/model/ha/status", |s, b| {
+        s == 200 && b["stale"] == true
+    })
+    .await;
+    let dom = render(&follower, "follower-stale");
+    assert!(banner(&dom, "Data is stale."), "{dom}");
+    assert!(
+        dom.contains("The leader has published nothing for")
+            && dom.contains("by page-leader, term 0"),
+        "{dom}"
     );
 }

@@ -49,6 +49,8 @@ pub struct ReplicaInfo {
     pub lease_namespace: Option<String>,
     /// How often a follower polls the bucket.
     pub poll_interval: Duration,
+    /// How often the leader rebuilds the current windows (and publishes).
+    pub etl_interval: Duration,
     /// The `cluster` property of every allocation.
     pub cluster_id: String,
     /// This build's version.
@@ -136,6 +138,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         );
         get(cfg, &format!("{prefix}/assets"), assets);
         get(cfg, &format!("{prefix}/ha/status"), ha_status);
+        get(cfg, &format!("{prefix}/ha/group"), ha_group);
         get(cfg, &format!("{prefix}/etl/status"), etl_status);
         get(cfg, &format!("{prefix}/healthz"), healthz);
         get(cfg, &format!("{prefix}/readyz"), readyz);
@@ -435,6 +438,19 @@ pub async fn ha_status_json(state: &AppState) -> Result<serde_json::Value, ApiEr
         })
     });
     let not_ready = readiness(state, st.not_ready.clone());
+    // Data is stale once the leader has not published for three of its rebuild periods (or a
+    // follower has not loaded for three polls).
+    let stale_after = 3 * info.poll_interval.max(info.etl_interval).as_secs();
+    let stale = age.is_some_and(|a| a > stale_after as f64);
+    let lease_renew_age = claim
+        .lease
+        .as_ref()
+        .and_then(|l| l.renew_time.filter(|_| l.holder.is_some()))
+        .map(age_of);
+    let lease_stale = match (&claim.lease, lease_renew_age) {
+        (Some(l), Some(a)) => a > l.duration_seconds as f64,
+        _ => false,
+    };
     Ok(serde_json::json!({
         "identity": info.identity,
         "role": role,
@@ -468,6 +484,11 @@ pub async fn ha_status_json(state: &AppState) -> Result<serde_json::Value, ApiEr
         "localGeneration": st.local_generation,
         "unavailableSets": st.missing.len(),
         "dataAgeSeconds": age,
+        "staleAfterSeconds": stale_after,
+        "stale": stale,
+        "leaseRenewAgeSeconds": lease_renew_age,
+        "leaseStale": lease_stale,
+        "groupError": st.group_error.map(|e| e.to_string()),
         "followerWritesDropped": st.follower_writes_dropped,
         "bucket": st.bucket,
         "clusterId": info.cluster_id,
@@ -491,6 +512,41 @@ fn readiness(
 
 async fn ha_status(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(ha_status_json(&state).await?))
+}
+
+/// Every replica of the group as its heartbeat in the bucket says (refreshed every poll
+/// interval): identity, role, generation, data age, last seen, and whether it is late.
+async fn ha_group(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let st = state.storage.send(GetStorageStatus).await?;
+    let replicas: Vec<serde_json::Value> = st
+        .group
+        .iter()
+        .map(|hb| {
+            let seen = age_of(hb.seen);
+            serde_json::json!({
+                "identity": hb.identity,
+                "self": hb.identity == state.info.identity,
+                "role": hb.role,
+                "term": hb.term,
+                "generation": hb.generation,
+                "dataAgeSeconds": hb.data_updated.map(age_of),
+                "ready": hb.ready,
+                "notReadyReason": hb.not_ready_reason,
+                "version": hb.version,
+                "lastSeen": hb.seen,
+                "lastSeenSeconds": seen,
+                "late": seen > 3.0 * hb.interval_seconds as f64,
+            })
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(serde_json::json!({
+        "code": 200,
+        "status": "success",
+        "data": {
+            "replicas": replicas,
+            "error": st.group_error.map(|e| e.to_string()),
+        }
+    })))
 }
 
 async fn etl_status(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {

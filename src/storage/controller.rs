@@ -8,6 +8,9 @@
 //! 5. the leader writes exactly as a single install does;
 //! 6. every write carries the term; a publish that finds a higher term fences this writer.
 //!
+//! (Rule 2 is about the ETL's writes: every replica, followers too, writes its own small
+//! heartbeat into the bucket for the group view, never a set or a manifest.)
+//!
 //! It also decides whether the replica can answer queries (readiness) and why not: a follower
 //! serves only what the bucket vouches for (its local store is a cache the bucket must confirm,
 //! object by object), a leader serves its own store, and a snapshot whose every set failed to
@@ -31,6 +34,7 @@ use super::backup::{
     Writer,
 };
 use super::filestore::FileStore;
+use super::group;
 use super::readiness::{EtlDirError, HeldBack, NotReady};
 use super::snapshot::{Origin, Snapshot};
 use crate::metrics::{Metrics, ResultLabel};
@@ -86,6 +90,8 @@ pub struct StorageConfig {
     pub backoff: Backoff,
     /// Garbage younger than this is never collected.
     pub gc_grace: Duration,
+    /// How often this replica writes its heartbeat and reads the group's.
+    pub heartbeat: Duration,
     /// Shared metrics.
     pub metrics: Metrics,
 }
@@ -262,6 +268,10 @@ pub struct StorageStatus {
     /// A generation written under this term by another identity that was merged (writer,
     /// generation): usually this replica under an older name.
     pub merged_same_term: Option<(String, u64)>,
+    /// The group's heartbeats as last read, this replica's included.
+    pub group: Vec<group::Heartbeat>,
+    /// Why the group could not be read or this replica's heartbeat written, last time.
+    pub group_error: Option<BackupError>,
     /// Why the local file store cannot be written, found at start.
     pub etl_dir_error: Option<EtlDirError>,
     /// Writes dropped because this replica follows.
@@ -312,6 +322,8 @@ pub struct Coverage {
     pub end: DateTime<Utc>,
     /// How many sets.
     pub sets: usize,
+    /// Stretches between the first and the last set that no set covers.
+    pub gaps: Vec<crate::model::Window>,
 }
 
 /// Where a queued read or writer is answered.
@@ -361,6 +373,8 @@ pub struct Storage {
     trusted_local: bool,
     /// A generation under this term by another identity that was merged, for status.
     merged_same_term: Option<(String, u64)>,
+    group: Vec<group::Heartbeat>,
+    group_error: Option<BackupError>,
     foreign_writer: Option<PublishError>,
     unreadable: Vec<UnreadableManifest>,
     last_scrub: Option<(DateTime<Utc>, Scrub)>,
@@ -428,6 +442,8 @@ impl Storage {
             reconciled: false,
             trusted_local: false,
             merged_same_term: None,
+            group: Vec::new(),
+            group_error: None,
             foreign_writer: None,
             unreadable: Vec::new(),
             last_scrub: None,
@@ -908,6 +924,45 @@ impl Storage {
         );
     }
 
+    /// Writes this replica's heartbeat into the bucket and reads the group's (the leader also
+    /// forgets replicas gone for a day).
+    fn heartbeat(&mut self, ctx: &mut Context<Self>) {
+        let not_ready = self.not_ready();
+        let hb = group::Heartbeat {
+            identity: self.cfg.identity.clone(),
+            role: self.role.as_str().to_string(),
+            term: self.role.term(),
+            generation: self.snapshot.generation,
+            data_updated: self.snapshot.updated,
+            ready: not_ready.is_none(),
+            not_ready_reason: not_ready.map(|r| r.to_string()),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            seen: Utc::now(),
+            interval_seconds: self.cfg.heartbeat.as_secs().max(1),
+        };
+        let leading = matches!(self.role, Role::Leader { .. }) && self.writes_enabled;
+        let bucket = self.cfg.bucket.clone();
+        ctx.spawn(
+            async move {
+                group::beat(bucket.as_ref(), &hb).await?;
+                group::members(bucket.as_ref(), Utc::now(), leading).await
+            }
+            .into_actor(self)
+            .map(|res, act, _| match res {
+                Ok(members) => {
+                    act.group = members;
+                    act.group_error = None;
+                }
+                Err(e) => {
+                    if act.group_error.is_none() {
+                        tracing::warn!(error = %e, "could not write the heartbeat or read the group");
+                    }
+                    act.group_error = Some(e);
+                }
+            }),
+        );
+    }
+
     /// Why this replica cannot answer queries, or `None` when it can.
     fn not_ready(&self) -> Option<NotReady> {
         let s = &self.snapshot;
@@ -987,6 +1042,7 @@ impl Storage {
                         start,
                         end,
                         sets,
+                        gaps: self.snapshot.gaps(kind, res),
                     });
                 }
             }
@@ -1036,6 +1092,8 @@ impl Storage {
             unreadable_manifests: self.unreadable.clone(),
             last_scrub: self.last_scrub.clone(),
             merged_same_term: self.merged_same_term.clone(),
+            group: self.group.clone(),
+            group_error: self.group_error.clone(),
             etl_dir_error: self.etl_dir_error.clone(),
             follower_writes_dropped: self.dropped,
             blocked_reads: self.blocked_reads.len(),
@@ -1083,6 +1141,7 @@ impl Actor for Storage {
                 }),
         );
         ctx.run_interval(SCRUB_INTERVAL, |act, ctx| act.run_scrub(ctx));
+        ctx.run_interval(self.cfg.heartbeat, |act, ctx| act.heartbeat(ctx));
         ctx.run_interval(GC_INTERVAL, |act, ctx| {
             act.collect_garbage(ctx, GcCause::Schedule)
         });

@@ -7,6 +7,7 @@ mod controller;
 #[cfg(feature = "test-support")]
 pub mod faulty;
 pub mod filestore;
+pub mod group;
 pub mod manifest;
 mod poller;
 pub mod readiness;

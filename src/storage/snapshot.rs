@@ -237,6 +237,33 @@ impl Snapshot {
         Some((start, end, entries.len()))
     }
 
+    /// The stretches between the first and the last set of one kind and resolution that no set
+    /// covers (entries that could not be loaded count as covering: they are reported apart).
+    pub fn gaps(&self, kind: SetKind, resolution: Resolution) -> Vec<Window> {
+        let starts: BTreeSet<DateTime<Utc>> = self
+            .file_entries()
+            .into_values()
+            .filter(|e| e.kind == kind && e.resolution == resolution)
+            .map(|e| e.start)
+            .collect();
+        let (Some(first), Some(last)) = (starts.first().copied(), starts.last().copied()) else {
+            return Vec::new();
+        };
+        let step = resolution.duration();
+        let mut gaps: Vec<Window> = Vec::new();
+        let mut t = first;
+        while t < last {
+            if !starts.contains(&t) {
+                match gaps.last_mut() {
+                    Some(g) if g.end == t => g.end = t + step,
+                    _ => gaps.push(Window::new(t, t + step)),
+                }
+            }
+            t += step;
+        }
+        gaps
+    }
+
     /// Whether the slot holds a complete set.
     pub fn has_complete(
         &self,
@@ -247,5 +274,48 @@ impl Snapshot {
         self.files
             .values()
             .any(|(e, _)| e.slot() == (kind, resolution, start) && e.data_end >= e.end)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn entry(kind: SetKind, day: u32) -> FileEntry {
+        let start = Utc.with_ymd_and_hms(2026, 11, day, 0, 0, 0).unwrap();
+        FileEntry {
+            sha256: format!("{day:064}"),
+            bytes: 1,
+            kind,
+            resolution: Resolution::Day,
+            start,
+            end: start + chrono::Duration::days(1),
+            data_end: start + chrono::Duration::days(1),
+        }
+    }
+
+    #[test]
+    fn gaps_are_the_stretches_no_set_covers_missing_sets_included() {
+        let mut s = Snapshot::default();
+        for day in [10, 11, 14, 17] {
+            let e = entry(SetKind::Allocations, day);
+            s.missing.insert(
+                format!("p{day}"),
+                Missing {
+                    entry: e,
+                    problem: ObjectProblem::Missing,
+                    failures: 1,
+                    retry_at: Instant::now(),
+                },
+            );
+        }
+        let day = |d: u32| Utc.with_ymd_and_hms(2026, 11, d, 0, 0, 0).unwrap();
+        assert_eq!(
+            s.gaps(SetKind::Allocations, Resolution::Day),
+            vec![Window::new(day(12), day(14)), Window::new(day(15), day(17))]
+        );
+        assert!(s.gaps(SetKind::Assets, Resolution::Day).is_empty());
+        assert!(s.gaps(SetKind::Allocations, Resolution::Hour).is_empty());
     }
 }
