@@ -162,6 +162,7 @@ impl Parts {
                 max_response_bytes: cfg.max_response_bytes,
                 timeout: cfg.query_timeout,
                 heavy_cost: cfg.heavy_query_cost,
+                dialect: cfg.api_defaults,
             },
         })
     }

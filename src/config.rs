@@ -158,6 +158,12 @@ pub struct Config {
     #[arg(long, env = "HEAVY_QUERY_COST", default_value_t = crate::api::executor::HEAVY_COST)]
     pub heavy_query_cost: u64,
 
+    /// Whose defaults the API takes where a parameter is absent: `kubecost` (idle included, one
+    /// set per day when not accumulating, `/assets` an array of sets) or `opencost` (idle left
+    /// out, one set for the window, `/assets` one map). Explicit parameters always win.
+    #[arg(long, env = "API_DEFAULTS", value_enum, default_value_t = crate::query::Dialect::Kubecost)]
+    pub api_defaults: crate::query::Dialect,
+
     /// The most sets (steps) one query may return.
     #[arg(long, env = "MAX_QUERY_STEPS", default_value_t = crate::query::DEFAULT_MAX_STEPS)]
     pub max_query_steps: usize,

@@ -530,7 +530,13 @@ async fn a_cheap_query_is_never_queued_behind_heavy_ones() {
     let mut costs = Vec::new();
     for q in [cheap, heavy] {
         let (params, now, s) = cost(q);
-        let q = cost_model::query::parse_allocation_query(&params, now, 1000).unwrap();
+        let q = cost_model::query::parse_allocation_query(
+            &params,
+            now,
+            1000,
+            cost_model::query::Dialect::Kubecost,
+        )
+        .unwrap();
         costs.push(q.cost(&s.await.unwrap().allocations, now));
     }
     assert!(costs[0] < costs[1], "{costs:?}");

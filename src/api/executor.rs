@@ -48,6 +48,16 @@ pub enum QueryKind {
 }
 
 impl QueryKind {
+    /// What the client must know about how the query was read (the envelope's `warning`).
+    pub fn warnings(&self) -> &[String] {
+        match self {
+            QueryKind::Allocation(q) | QueryKind::Summary(q) => &q.warnings,
+            QueryKind::Assets(q) => &q.warnings,
+            #[cfg(feature = "test-support")]
+            QueryKind::Stall(_) | QueryKind::Panic => &[],
+        }
+    }
+
     /// The windows of sets this query would read that the snapshot's manifest names but this
     /// replica could not load.
     pub fn unavailable(&self, snapshot: &Snapshot, now: DateTime<Utc>) -> Vec<Window> {

@@ -465,9 +465,13 @@ mod tests {
             "&aggregate=namespace",
             "&aggregate=pod&accumulate=true&shareIdle=true",
         ] {
-            let q: AllocationQuery =
-                crate::query::parse_allocation_query(&params(&format!("{window}{q}")), now, 100)
-                    .unwrap();
+            let q: AllocationQuery = crate::query::parse_allocation_query(
+                &params(&format!("{window}{q}")),
+                now,
+                100,
+                crate::query::Dialect::Kubecost,
+            )
+            .unwrap();
             let results = q.run(&allocs, now);
             let mut b = Body::new(usize::MAX);
             b.open_array().unwrap();
@@ -488,7 +492,13 @@ mod tests {
                 summary_body(&results, q.window)
             );
         }
-        let q: AssetQuery = crate::query::parse_asset_query(&params(window), now, 100).unwrap();
+        let q: AssetQuery = crate::query::parse_asset_query(
+            &params(window),
+            now,
+            100,
+            crate::query::Dialect::Kubecost,
+        )
+        .unwrap();
         let results = q.run(&assets, now);
         let mut b = Body::new(usize::MAX);
         b.open_array().unwrap();
@@ -505,6 +515,7 @@ mod tests {
             &params("window=2026-11-20T00:00:00Z,2026-11-23T00:00:00Z"),
             now,
             100,
+            crate::query::Dialect::Kubecost,
         )
         .unwrap();
         let results = q.run(&allocs, now);

@@ -68,6 +68,8 @@ pub struct QueryLimits {
     pub timeout: Duration,
     /// Queries estimated to cost more than this run in the heavy lane.
     pub heavy_cost: query::Cost,
+    /// Whose defaults a query takes where a parameter is absent (`--api-defaults`).
+    pub dialect: query::Dialect,
 }
 
 impl Default for QueryLimits {
@@ -77,6 +79,7 @@ impl Default for QueryLimits {
             max_response_bytes: 64 * 1024 * 1024,
             timeout: Duration::from_secs(30),
             heavy_cost: executor::HEAVY_COST,
+            dialect: query::Dialect::Kubecost,
         }
     }
 }
@@ -277,13 +280,15 @@ async fn execute(
     // Data the manifest names but this replica could not load is never answered as zero: the
     // response says which windows it lacks.
     let unavailable = kind.unavailable(&snapshot, now);
-    let warning = (!unavailable.is_empty()).then(|| {
-        format!(
+    let mut warnings = kind.warnings().to_vec();
+    if !unavailable.is_empty() {
+        warnings.insert(0, format!(
             "cost data for {} set(s) in this window exists in the backup but could not be loaded by this replica, so it is missing from this answer (not zero): {}; see /model/etl/status",
             unavailable.len(),
             list_windows(&unavailable)
-        )
-    });
+        ));
+    }
+    let warning = (!warnings.is_empty()).then(|| warnings.join(" | "));
     let lane = state
         .executor
         .lane(kind.cost(&snapshot, now), state.limits.heavy_cost);
@@ -394,7 +399,8 @@ async fn allocation(
     q: web::Query<HashMap<String, String>>,
 ) -> Result<HttpResponse, ApiError> {
     let now = Utc::now();
-    let query = query::parse_allocation_query(&q, now, state.limits.max_steps)?;
+    let query =
+        query::parse_allocation_query(&q, now, state.limits.max_steps, state.limits.dialect)?;
     run(&state, QueryKind::Allocation(query), now).await
 }
 
@@ -403,7 +409,8 @@ async fn allocation_summary(
     q: web::Query<HashMap<String, String>>,
 ) -> Result<HttpResponse, ApiError> {
     let now = Utc::now();
-    let query = query::parse_allocation_query(&q, now, state.limits.max_steps)?;
+    let query =
+        query::parse_allocation_query(&q, now, state.limits.max_steps, state.limits.dialect)?;
     run(&state, QueryKind::Summary(query), now).await
 }
 
@@ -412,7 +419,7 @@ async fn assets(
     q: web::Query<HashMap<String, String>>,
 ) -> Result<HttpResponse, ApiError> {
     let now = Utc::now();
-    let query = query::parse_asset_query(&q, now, state.limits.max_steps)?;
+    let query = query::parse_asset_query(&q, now, state.limits.max_steps, state.limits.dialect)?;
     run(&state, QueryKind::Assets(query), now).await
 }
 

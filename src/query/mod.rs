@@ -1,8 +1,11 @@
 //! Queries over loaded sets: parameter parsing, filtering, aggregation, accumulation and idle
 //! handling. Pure computation on immutable sets; no I/O.
 
+mod assets;
 pub mod filter;
 pub mod window;
+
+pub use assets::{AssetQuery, AssetResult, parse_asset_query};
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -11,8 +14,7 @@ use chrono::{DateTime, Duration, Utc};
 use tokio_util::sync::CancellationToken;
 
 use crate::model::{
-    Allocation, AllocationProperties, AllocationSet, Asset, AssetSet, IDLE, Resolution,
-    UNALLOCATED, Window,
+    Allocation, AllocationProperties, AllocationSet, IDLE, Resolution, UNALLOCATED, Window,
 };
 use filter::Filter;
 
@@ -26,11 +28,24 @@ pub struct ParamError {
     pub message: String,
 }
 
-fn bad(param: &'static str, message: impl Into<String>) -> ParamError {
+pub(crate) fn bad(param: &'static str, message: impl Into<String>) -> ParamError {
     ParamError {
         param,
         message: message.into(),
     }
+}
+
+/// Whose defaults a query takes where a parameter is absent (`--api-defaults`). Explicit
+/// parameters always win.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Dialect {
+    /// The Kubecost cost-model container's: idle included (`idle=true`), one set per day (per
+    /// hour under a day) when not accumulating, `/assets` an array of sets.
+    #[default]
+    Kubecost,
+    /// OpenCost's: idle left out (`includeIdle=false`), one set for the whole window when
+    /// neither `accumulate` nor `step` says otherwise, `/assets` one map for the window.
+    Opencost,
 }
 
 /// One aggregation property.
@@ -219,6 +234,9 @@ pub struct AllocationQuery {
     pub offset: usize,
     /// The most allocations each set returns after `offset` (`limit`); `None`: all.
     pub limit: Option<usize>,
+    /// What the client must know about how the query was read (a widened window, a parameter
+    /// that is not supported): written as the envelope's `warning`.
+    pub warnings: Vec<String>,
 }
 
 /// Reads the parameters of an allocation query. Unknown parameters are ignored, as clients send
@@ -227,6 +245,7 @@ pub fn parse_allocation_query(
     params: &HashMap<String, String>,
     now: DateTime<Utc>,
     max_steps: usize,
+    dialect: Dialect,
 ) -> Result<AllocationQuery, ParamError> {
     let get = |k: &str| params.get(k).map(|v| v.trim()).filter(|v| !v.is_empty());
     // Counts and steps are taken exactly as sent: `+1` arrives as " 1" (a `+` in a URL is a
@@ -282,13 +301,15 @@ pub fn parse_allocation_query(
         filter,
         offset: number("offset")?.unwrap_or(0),
         limit: number("limit")?,
+        warnings: Vec::new(),
     };
+    let _ = dialect;
     check_steps(window_text, q.window, q.step_size(now), now, max_steps)?;
     Ok(q)
 }
 
 /// A count: plain ASCII digits only (no sign, no spaces), as Kubecost's Go parser takes it.
-fn parse_count(param: &'static str, v: &str) -> Result<usize, ParamError> {
+pub(crate) fn parse_count(param: &'static str, v: &str) -> Result<usize, ParamError> {
     if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
         return Err(bad(
             param,
@@ -300,7 +321,7 @@ fn parse_count(param: &'static str, v: &str) -> Result<usize, ParamError> {
 }
 
 /// Refuses, before any work, a query that would produce more than `max_steps` sets.
-fn check_steps(
+pub(crate) fn check_steps(
     window_text: &str,
     window: Window,
     step: Option<Duration>,
@@ -322,7 +343,7 @@ fn check_steps(
     Ok(())
 }
 
-fn parse_bool(param: &'static str, v: &str) -> Result<bool, ParamError> {
+pub(crate) fn parse_bool(param: &'static str, v: &str) -> Result<bool, ParamError> {
     match v.to_ascii_lowercase().as_str() {
         "true" | "1" | "yes" => Ok(true),
         "false" | "0" | "no" => Ok(false),
@@ -401,13 +422,13 @@ fn day_aligned(t: DateTime<Utc>) -> bool {
 
 /// Whether a window is read from daily sets: it starts at midnight and ends at midnight or
 /// runs up to now (`week`, `month`: today's set is the partial day).
-fn reads_daily(w: Window, now: DateTime<Utc>) -> bool {
+pub(crate) fn reads_daily(w: Window, now: DateTime<Utc>) -> bool {
     day_aligned(w.start) && (day_aligned(w.end) || w.end >= now)
 }
 
 /// Sorts by cost, most expensive first (then by name, for stable output), and applies
 /// `offset`/`limit`: Kubecost's paging.
-fn rank_and_page<T>(
+pub(crate) fn rank_and_page<T>(
     mut items: Vec<T>,
     by: impl Fn(&T) -> (f64, &str),
     offset: usize,
@@ -426,7 +447,7 @@ fn rank_and_page<T>(
 
 /// Consecutive steps of `step` from the window's start, the last one cut at its end, none
 /// starting after `now`.
-fn steps(window: Window, step: Duration, now: DateTime<Utc>) -> Vec<Window> {
+pub(crate) fn steps(window: Window, step: Duration, now: DateTime<Utc>) -> Vec<Window> {
     let mut out = Vec::new();
     let mut t = window.start;
     while t < window.end && t <= now {
@@ -455,7 +476,7 @@ pub type Cost = u64;
 /// an output row is a JSON allocation of about 1.5 KB to format and hold until it is sent, so
 /// its weight is set by memory as much as by time: 20,000 output rows weigh as much as five
 /// million rows scanned.
-const ENCODE_WEIGHT: u64 = 250;
+pub(crate) const ENCODE_WEIGHT: u64 = 250;
 
 impl AllocationQuery {
     /// The step between output sets (`None`: one set for the whole window).
@@ -722,230 +743,6 @@ fn share_idle<'a>(
     }
 }
 
-/// A parsed `/assets` query.
-#[derive(Clone, Debug)]
-pub struct AssetQuery {
-    /// The window asked about (`window`).
-    pub window: Window,
-    /// Asset properties to aggregate by (`type`, `cluster`, `provider`, `providerID`,
-    /// `category`, `service`, `account`, `project`), the key joining their values with `/`
-    /// (`aggregate`); empty: no aggregation.
-    pub aggregate: Vec<String>,
-    /// Whether the whole window is one set rather than one per day or hour (`accumulate`).
-    pub accumulate: bool,
-    /// How many assets of each set to skip, most expensive first (`offset`).
-    pub offset: usize,
-    /// The most assets each set returns after `offset` (`limit`); `None`: all.
-    pub limit: Option<usize>,
-}
-
-/// Reads the parameters of an asset query.
-pub fn parse_asset_query(
-    params: &HashMap<String, String>,
-    now: DateTime<Utc>,
-    max_steps: usize,
-) -> Result<AssetQuery, ParamError> {
-    let get = |k: &str| params.get(k).map(|v| v.trim()).filter(|v| !v.is_empty());
-    let raw = |k: &str| {
-        params
-            .get(k)
-            .map(String::as_str)
-            .filter(|v| !v.trim().is_empty())
-    };
-    let window_text = get("window").ok_or_else(|| bad("window", "is required, e.g. window=7d"))?;
-    let window = window::parse(window_text, now).map_err(|m| bad("window", m))?;
-    let mut aggregate = Vec::new();
-    for a in get("aggregate")
-        .unwrap_or("")
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-    {
-        match a {
-            "type" | "cluster" | "provider" | "providerID" | "providerid" | "category"
-            | "service" | "account" | "project" => {
-                aggregate.push(a.to_string());
-            }
-            other => {
-                return Err(bad(
-                    "aggregate",
-                    format!(
-                        "{other:?} is not an asset aggregation; expected type, cluster, provider, providerID, category, service, account or project"
-                    ),
-                ));
-            }
-        }
-    }
-    let accumulate = get("accumulate")
-        .map(|v| parse_bool("accumulate", v))
-        .transpose()?
-        .unwrap_or(false);
-    let number = |k: &'static str| raw(k).map(|v| parse_count(k, v)).transpose();
-    let q = AssetQuery {
-        window,
-        aggregate,
-        accumulate,
-        offset: number("offset")?.unwrap_or(0),
-        limit: number("limit")?,
-    };
-    let (resolution, _) = q.resolution(now);
-    let step = (!q.accumulate).then(|| resolution.duration());
-    check_steps(window_text, q.window, step, now, max_steps)?;
-    Ok(q)
-}
-
-/// One output asset set.
-#[derive(Clone, Debug)]
-pub struct AssetResult {
-    /// The step's window.
-    pub window: Window,
-    /// The step's assets with their keys, most expensive first, paged.
-    pub assets: Vec<(String, Asset)>,
-}
-
-impl AssetQuery {
-    /// The resolution read (daily sets, hourly when the window is not whole days) and whether
-    /// it is daily.
-    fn resolution(&self, now: DateTime<Utc>) -> (Resolution, bool) {
-        if reads_daily(self.window, now) {
-            (Resolution::Day, true)
-        } else {
-            (Resolution::Hour, false)
-        }
-    }
-
-    /// The resolution read and the steps.
-    pub fn plan(&self, now: DateTime<Utc>) -> (Resolution, Vec<Window>) {
-        let (res, _) = self.resolution(now);
-        let steps = if self.accumulate {
-            vec![self.window]
-        } else {
-            steps(self.window, res.duration(), now)
-        };
-        (res, steps)
-    }
-
-    /// Runs the query over the loaded asset sets.
-    pub fn run(
-        &self,
-        sets: &BTreeMap<(Resolution, DateTime<Utc>), Arc<AssetSet>>,
-        now: DateTime<Utc>,
-    ) -> Vec<AssetResult> {
-        let mut out = Vec::new();
-        let never = CancellationToken::new();
-        self.run_each(sets, now, &never, |r| {
-            out.push(r);
-            Ok::<(), Cancelled>(())
-        })
-        .expect("an uncancelled query runs to the end");
-        out
-    }
-
-    /// Runs the query one step at a time (see [`AllocationQuery::run_each`]).
-    pub fn run_each<E: From<Cancelled>>(
-        &self,
-        sets: &BTreeMap<(Resolution, DateTime<Utc>), Arc<AssetSet>>,
-        now: DateTime<Utc>,
-        cancel: &CancellationToken,
-        mut emit: impl FnMut(AssetResult) -> Result<(), E>,
-    ) -> Result<(), E> {
-        let (res, steps) = self.plan(now);
-        for step in steps {
-            let mut acc: BTreeMap<String, Asset> = BTreeMap::new();
-            for (_, set) in sets.range((res, step.start)..(res, step.end)) {
-                if cancel.is_cancelled() {
-                    return Err(Cancelled.into());
-                }
-                for a in &set.assets {
-                    let key = self.key(a);
-                    match acc.get_mut(&key) {
-                        Some(e) => add_asset(e, a),
-                        None => {
-                            acc.insert(key, a.clone());
-                        }
-                    }
-                }
-            }
-            let assets = acc.into_iter().collect();
-            let assets = rank_and_page(
-                assets,
-                |(k, a): &(String, Asset)| (a.total_cost(), k.as_str()),
-                self.offset,
-                self.limit,
-            );
-            emit(AssetResult {
-                window: step,
-                assets,
-            })?;
-        }
-        Ok(())
-    }
-
-    /// The query's estimated work on these sets (see [`Cost`]).
-    pub fn cost(
-        &self,
-        sets: &BTreeMap<(Resolution, DateTime<Utc>), Arc<AssetSet>>,
-        now: DateTime<Utc>,
-    ) -> Cost {
-        let (res, steps) = self.plan(now);
-        let rows: u64 = steps
-            .iter()
-            .flat_map(|w| sets.range((res, w.start)..(res, w.end)))
-            .map(|(_, s)| s.assets.len() as u64)
-            .sum();
-        let encoded = if self.aggregate.is_empty() { rows } else { 0 };
-        rows.saturating_add(encoded.saturating_mul(ENCODE_WEIGHT))
-            .saturating_add(steps.len() as u64)
-    }
-
-    fn key(&self, a: &Asset) -> String {
-        if self.aggregate.is_empty() {
-            return a.key();
-        }
-        self.aggregate
-            .iter()
-            .map(|g| match g.as_str() {
-                "type" => a.kind.clone(),
-                "cluster" => a.cluster.clone(),
-                "provider" => a.provider.clone(),
-                "providerID" | "providerid" => a.provider_id.clone(),
-                "category" => a.category.clone(),
-                "service" => a.service.clone(),
-                _ => String::new(),
-            })
-            .map(|v| {
-                if v.is_empty() {
-                    UNALLOCATED.to_string()
-                } else {
-                    v
-                }
-            })
-            .collect::<Vec<_>>()
-            .join("/")
-    }
-}
-
-fn add_asset(into: &mut Asset, a: &Asset) {
-    into.window = match (into.window, a.window) {
-        (Some(x), Some(y)) => Some(x.union(&y)),
-        (x, y) => x.or(y),
-    };
-    into.start = into.start.min(a.start).or(a.start);
-    into.end = into.end.max(a.end);
-    into.cpu_core_hours += a.cpu_core_hours;
-    into.ram_byte_hours += a.ram_byte_hours;
-    into.gpu_hours += a.gpu_hours;
-    into.byte_hours += a.byte_hours;
-    into.cpu_cost += a.cpu_cost;
-    into.ram_cost += a.ram_cost;
-    into.gpu_cost += a.gpu_cost;
-    into.cost += a.cost;
-    into.adjustment += a.adjustment;
-    if into.kind != a.kind {
-        into.kind = "Any".into();
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -962,18 +759,33 @@ mod tests {
     fn windows_up_to_now_read_daily_sets() {
         let now = Utc.with_ymd_and_hms(2026, 11, 24, 10, 30, 0).unwrap();
         for w in ["week", "month", "7d", "today", "lastweek"] {
-            let q = parse_allocation_query(&params(&format!("window={w}")), now, DEFAULT_MAX_STEPS)
-                .unwrap();
+            let q = parse_allocation_query(
+                &params(&format!("window={w}")),
+                now,
+                DEFAULT_MAX_STEPS,
+                Dialect::Kubecost,
+            )
+            .unwrap();
             assert_eq!(q.plan(now).0, Resolution::Day, "{w}");
         }
         for w in ["24h", "48h", "2026-11-23T06:00:00Z,2026-11-23T18:00:00Z"] {
-            let q = parse_allocation_query(&params(&format!("window={w}")), now, DEFAULT_MAX_STEPS)
-                .unwrap();
+            let q = parse_allocation_query(
+                &params(&format!("window={w}")),
+                now,
+                DEFAULT_MAX_STEPS,
+                Dialect::Kubecost,
+            )
+            .unwrap();
             assert_eq!(q.plan(now).0, Resolution::Hour, "{w}");
         }
-        let (_, steps) = parse_allocation_query(&params("window=month"), now, DEFAULT_MAX_STEPS)
-            .unwrap()
-            .plan(now);
+        let (_, steps) = parse_allocation_query(
+            &params("window=month"),
+            now,
+            DEFAULT_MAX_STEPS,
+            Dialect::Kubecost,
+        )
+        .unwrap()
+        .plan(now);
         assert_eq!(
             steps.len(),
             24,
@@ -988,6 +800,7 @@ mod tests {
             &params("window=0001-01-01T00:00:00Z,2026-11-24T10:00:00Z"),
             now,
             DEFAULT_MAX_STEPS,
+            Dialect::Kubecost,
         )
         .unwrap_err();
         assert_eq!(e.param, "window");
@@ -995,6 +808,7 @@ mod tests {
             &params("window=0001-01-01T00:00:00Z,2026-11-24T10:00:00Z&accumulate=true"),
             now,
             DEFAULT_MAX_STEPS,
+            Dialect::Kubecost,
         );
         assert!(
             ok.is_ok(),
