@@ -576,26 +576,28 @@ async fn a_cheap_query_is_never_queued_behind_heavy_ones() {
 }
 
 #[actix_web::test]
-async fn every_route_answers_head_and_refuses_other_methods_in_json() {
+async fn every_route_answers_head_preflight_and_refuses_other_methods_in_json() {
     let n = built(Arc::new(InMemory::new())).await;
     let svc = service!(n);
     let routes = [
         "/allocation?window=1d",
         "/allocation/summary?window=1d",
+        "/allocation/compute?window=1d",
+        "/allocation/compute/summary?window=1d",
         "/assets?window=1d",
+        "/clusterInfo",
+        "/clusterInfoMap",
         "/ha/status",
+        "/ha/group",
         "/etl/status",
         "/healthz",
         "/readyz",
+        "/metrics",
     ];
     let all = routes
         .iter()
         .flat_map(|r| [format!("/model{r}"), r.to_string()])
-        .chain([
-            "/metrics".to_string(),
-            "/".to_string(),
-            "/index.html".to_string(),
-        ]);
+        .chain(["/".to_string(), "/index.html".to_string()]);
     for path in all {
         let get = test::call_service(&svc, test::TestRequest::get().uri(&path).to_request()).await;
         assert_eq!(get.status(), 200, "GET {path}");
@@ -608,9 +610,40 @@ async fn every_route_answers_head_and_refuses_other_methods_in_json() {
         )
         .await;
         assert_eq!(head.status(), 200, "HEAD {path}");
+        assert_eq!(
+            get.headers().get("access-control-allow-origin").unwrap(),
+            "*",
+            "CORS on {path}"
+        );
+        let preflight = test::call_service(
+            &svc,
+            test::TestRequest::default()
+                .method(actix_web::http::Method::OPTIONS)
+                .uri(&path)
+                .insert_header(("Origin", "https://dash.example"))
+                .insert_header(("Access-Control-Request-Method", "GET"))
+                .insert_header(("Access-Control-Request-Headers", "authorization"))
+                .to_request(),
+        )
+        .await;
+        assert_eq!(preflight.status(), 204, "OPTIONS {path}");
+        let h = preflight.headers();
+        assert_eq!(h.get("access-control-allow-origin").unwrap(), "*");
+        assert_eq!(
+            h.get("access-control-allow-methods").unwrap(),
+            "GET, HEAD, OPTIONS"
+        );
+        assert_eq!(
+            h.get("access-control-allow-headers").unwrap(),
+            "authorization"
+        );
         let (status, headers, body) = call!(svc, test::TestRequest::post().uri(&path));
         assert_eq!(status, 405, "POST {path}");
-        assert_eq!(headers.get("allow").unwrap(), "GET, HEAD", "{path}");
+        assert_eq!(
+            headers.get("allow").unwrap(),
+            "GET, HEAD, OPTIONS",
+            "{path}"
+        );
         assert_eq!(body["code"], 405, "{path}");
     }
     let (status, _, body) = call!(svc, test::TestRequest::get().uri("/model/nope"));

@@ -22,6 +22,18 @@ impl Serialize for F {
     }
 }
 
+/// A time as OpenCost writes it: RFC 3339 in UTC at second precision (`2026-11-26T03:40:47Z`).
+pub struct Ts<'a>(pub &'a Option<chrono::DateTime<chrono::Utc>>);
+
+impl Serialize for Ts<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            Some(t) => s.serialize_str(&t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+            None => s.serialize_none(),
+        }
+    }
+}
+
 /// An allocation in the order and rounding of OpenCost's JSON.
 pub struct AllocationJson<'a>(pub &'a Allocation);
 
@@ -32,8 +44,8 @@ impl Serialize for AllocationJson<'_> {
         m.serialize_field("name", &a.name)?;
         m.serialize_field("properties", &a.properties)?;
         m.serialize_field("window", &a.window)?;
-        m.serialize_field("start", &a.start)?;
-        m.serialize_field("end", &a.end)?;
+        m.serialize_field("start", &Ts(&a.start))?;
+        m.serialize_field("end", &Ts(&a.end))?;
         m.serialize_field("minutes", &F(a.minutes()))?;
         m.serialize_field("cpuCores", &F(a.cpu_cores()))?;
         m.serialize_field("cpuCoreRequestAverage", &F(a.cpu_core_request_average))?;
@@ -87,6 +99,9 @@ impl Serialize for AllocationJson<'_> {
             )?;
         }
         m.serialize_field("lbAllocations", &Lbs(a))?;
+        if !a.shared_cost_breakdown.is_empty() {
+            m.serialize_field("sharedCostBreakdown", &SharedBreakdown(a))?;
+        }
         m.serialize_field("cpuCoreLimitAverage", &F(a.cpu_core_limit_average))?;
         m.serialize_field("ramByteLimitAverage", &F(a.ram_byte_limit_average))?;
         m.end()
@@ -102,6 +117,25 @@ impl Serialize for Pvs<'_> {
         let mut m = s.serialize_map(Some(self.0.pvs.len()))?;
         for (k, pv) in &self.0.pvs {
             m.serialize_entry(k, &serde_json::json!({ "byteHours": F(pv.byte_hours), "cost": F(pv.cost), "providerID": pv.provider_id }))?;
+        }
+        m.end()
+    }
+}
+
+struct SharedBreakdown<'a>(&'a Allocation);
+impl Serialize for SharedBreakdown<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(self.0.shared_cost_breakdown.len()))?;
+        for (k, b) in &self.0.shared_cost_breakdown {
+            m.serialize_entry(
+                k,
+                &serde_json::json!({
+                    "name": b.name, "totalCost": F(b.total_cost), "cpuCost": F(b.cpu_cost),
+                    "gpuCost": F(b.gpu_cost), "ramCost": F(b.ram_cost), "pvCost": F(b.pv_cost),
+                    "networkCost": F(b.network_cost), "loadBalancerCost": F(b.load_balancer_cost),
+                    "externalCost": F(b.external_cost),
+                }),
+            )?;
         }
         m.end()
     }
@@ -151,8 +185,8 @@ impl Serialize for SummaryJson<'_> {
         let a = self.0;
         let mut m = s.serialize_struct("SummaryAllocation", 22)?;
         m.serialize_field("name", &a.name)?;
-        m.serialize_field("start", &a.start)?;
-        m.serialize_field("end", &a.end)?;
+        m.serialize_field("start", &Ts(&a.start))?;
+        m.serialize_field("end", &Ts(&a.end))?;
         m.serialize_field("cpuCoreRequestAverage", &F(a.cpu_core_request_average))?;
         m.serialize_field("cpuCoreUsageAverage", &F(a.cpu_core_usage_average))?;
         m.serialize_field("cpuCost", &F(a.cpu_cost))?;

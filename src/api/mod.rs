@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use actix::Addr;
+use actix_web::http::header;
 use actix_web::{FromRequest, Handler, HttpRequest, HttpResponse, Responder, web};
 use chrono::{SecondsFormat, Utc};
 use tokio_util::sync::CancellationToken;
@@ -118,8 +119,10 @@ pub struct DebugActors {
     pub etl: Addr<crate::etl::EtlWriter>,
 }
 
-/// Registers every route, under `/model/` and at the root, each answering GET and HEAD (other
-/// methods get 405 with `Allow`), and a JSON 404 for anything else.
+/// Registers every route, under `/model/` and at the root, each answering GET and HEAD (and a
+/// CORS preflight; other methods get 405 with `Allow`), and a JSON 404 for anything else.
+/// Every answer allows any origin (CORS, as OpenCost) and is gzip-compressed when the client
+/// accepts it.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.app_data(web::QueryConfig::default().error_handler(|err, _| {
         let e = ApiError::BadRequest(query::ParamError {
@@ -132,6 +135,19 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         )
         .into()
     }));
+    cfg.service(
+        web::scope("")
+            .wrap(actix_web::middleware::Compress::default())
+            .wrap(
+                actix_web::middleware::DefaultHeaders::new()
+                    .add((header::ACCESS_CONTROL_ALLOW_ORIGIN, "*")),
+            )
+            .configure(routes)
+            .default_service(web::to(not_found)),
+    );
+}
+
+fn routes(cfg: &mut web::ServiceConfig) {
     for prefix in ["/model", ""] {
         get(cfg, &format!("{prefix}/allocation"), allocation);
         get(
@@ -139,22 +155,35 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             &format!("{prefix}/allocation/summary"),
             allocation_summary,
         );
+        get(
+            cfg,
+            &format!("{prefix}/allocation/compute"),
+            allocation_compute,
+        );
+        get(
+            cfg,
+            &format!("{prefix}/allocation/compute/summary"),
+            allocation_compute_summary,
+        );
         get(cfg, &format!("{prefix}/assets"), assets);
+        get(cfg, &format!("{prefix}/clusterInfo"), cluster_info);
+        get(cfg, &format!("{prefix}/clusterInfoMap"), cluster_info_map);
+        get(cfg, &format!("{prefix}/cloudCost"), cloud_cost);
+        get(cfg, &format!("{prefix}/cloudCost/{{rest:.*}}"), cloud_cost);
         get(cfg, &format!("{prefix}/ha/status"), ha_status);
         get(cfg, &format!("{prefix}/ha/group"), ha_group);
         get(cfg, &format!("{prefix}/etl/status"), etl_status);
         get(cfg, &format!("{prefix}/healthz"), healthz);
         get(cfg, &format!("{prefix}/readyz"), readyz);
+        get(cfg, &format!("{prefix}/metrics"), metrics);
     }
     #[cfg(feature = "test-support")]
     cfg.route("/debug/crash/{actor}", web::post().to(crash))
         .route("/debug/stall", web::get().to(stall))
         .route("/debug/panic-query", web::get().to(panic_query));
     cfg.route(head::OVERSIZED_PATH, web::to(oversized));
-    get(cfg, "/metrics", metrics);
     get(cfg, "/", status_page);
     get(cfg, "/index.html", status_page);
-    cfg.default_service(web::to(not_found));
 }
 
 /// A route answering GET and HEAD with `handler`, and 405 to every other method.
@@ -168,15 +197,35 @@ where
         web::resource(path)
             .route(web::get().to(handler.clone()))
             .route(web::head().to(handler))
+            .route(web::method(actix_web::http::Method::OPTIONS).to(preflight))
             .default_service(web::to(method_not_allowed)),
     );
 }
 
+/// The methods every route answers.
+const ALLOWED_METHODS: &str = "GET, HEAD, OPTIONS";
+
 async fn method_not_allowed(req: HttpRequest) -> Result<HttpResponse, ApiError> {
     Err(ApiError::MethodNotAllowed {
         method: req.method().to_string(),
-        allow: "GET, HEAD",
+        allow: ALLOWED_METHODS,
     })
+}
+
+/// A CORS preflight: any origin, the methods the routes answer, the headers asked for.
+async fn preflight(req: HttpRequest) -> HttpResponse {
+    let headers = req
+        .headers()
+        .get(header::ACCESS_CONTROL_REQUEST_HEADERS)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("*")
+        .to_string();
+    HttpResponse::NoContent()
+        .insert_header((header::ACCESS_CONTROL_ALLOW_METHODS, ALLOWED_METHODS))
+        .insert_header((header::ACCESS_CONTROL_ALLOW_HEADERS, headers))
+        .insert_header((header::ACCESS_CONTROL_MAX_AGE, "86400"))
+        .insert_header((header::ALLOW, ALLOWED_METHODS))
+        .finish()
 }
 
 /// A request whose head was too large, replaced by the head layer ([`head::HeadGuard`]) with a
@@ -394,11 +443,17 @@ impl Drop for InFlight<'_> {
     }
 }
 
+/// Now, at whole seconds: every window a query derives from it prints as OpenCost's do.
+fn query_now() -> chrono::DateTime<Utc> {
+    use chrono::SubsecRound;
+    Utc::now().trunc_subsecs(0)
+}
+
 async fn allocation(
     state: web::Data<AppState>,
     q: web::Query<HashMap<String, String>>,
 ) -> Result<HttpResponse, ApiError> {
-    let now = Utc::now();
+    let now = query_now();
     let query =
         query::parse_allocation_query(&q, now, state.limits.max_steps, state.limits.dialect)?;
     run(&state, QueryKind::Allocation(query), now).await
@@ -408,9 +463,46 @@ async fn allocation_summary(
     state: web::Data<AppState>,
     q: web::Query<HashMap<String, String>>,
 ) -> Result<HttpResponse, ApiError> {
-    let now = Utc::now();
+    let now = query_now();
     let query =
         query::parse_allocation_query(&q, now, state.limits.max_steps, state.limits.dialect)?;
+    run(&state, QueryKind::Summary(query), now).await
+}
+
+/// OpenCost's on-demand allocation API, answered from the stored sets: the same parameters,
+/// but without `step` or `accumulate` one set for the whole window, as OpenCost's `step`
+/// defaults to the window.
+fn compute_query(
+    state: &AppState,
+    q: &HashMap<String, String>,
+    now: chrono::DateTime<Utc>,
+) -> Result<query::AllocationQuery, ApiError> {
+    let mut query =
+        query::parse_allocation_query(q, now, state.limits.max_steps, state.limits.dialect)?;
+    if !["step", "accumulate", "accumulateBy"]
+        .iter()
+        .any(|k| q.get(*k).is_some_and(|v| !v.trim().is_empty()))
+    {
+        query.accumulate = query::Accumulate::All;
+    }
+    Ok(query)
+}
+
+async fn allocation_compute(
+    state: web::Data<AppState>,
+    q: web::Query<HashMap<String, String>>,
+) -> Result<HttpResponse, ApiError> {
+    let now = query_now();
+    let query = compute_query(&state, &q, now)?;
+    run(&state, QueryKind::Allocation(query), now).await
+}
+
+async fn allocation_compute_summary(
+    state: web::Data<AppState>,
+    q: web::Query<HashMap<String, String>>,
+) -> Result<HttpResponse, ApiError> {
+    let now = query_now();
+    let query = compute_query(&state, &q, now)?;
     run(&state, QueryKind::Summary(query), now).await
 }
 
@@ -418,9 +510,53 @@ async fn assets(
     state: web::Data<AppState>,
     q: web::Query<HashMap<String, String>>,
 ) -> Result<HttpResponse, ApiError> {
-    let now = Utc::now();
+    let now = query_now();
     let query = query::parse_asset_query(&q, now, state.limits.max_steps, state.limits.dialect)?;
     run(&state, QueryKind::Assets(query), now).await
+}
+
+/// This cluster as OpenCost's `clusterInfo` describes it (every value a string).
+fn cluster_info_json(info: &ReplicaInfo) -> serde_json::Value {
+    serde_json::json!({
+        "id": info.cluster_id,
+        "name": info.cluster_id,
+        "provider": "",
+        "account": "",
+        "project": "",
+        "region": "",
+        "provisioner": "",
+        "clusterProfile": "",
+        "remoteReadEnabled": "false",
+        "thanosEnabled": "false",
+        "version": info.version,
+    })
+}
+
+async fn cluster_info(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({
+        "code": 200,
+        "status": "success",
+        "data": cluster_info_json(&state.info),
+    }))
+}
+
+async fn cluster_info_map(state: web::Data<AppState>) -> HttpResponse {
+    let mut map = serde_json::Map::new();
+    map.insert(
+        state.info.cluster_id.clone(),
+        cluster_info_json(&state.info),
+    );
+    HttpResponse::Ok().json(serde_json::json!({
+        "code": 200,
+        "status": "success",
+        "data": map,
+    }))
+}
+
+async fn cloud_cost() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::NotEnabled(
+        "cloud costs are not enabled in this build: it builds allocation and asset costs from the cluster only (no cloud bill integration)",
+    ))
 }
 
 /// The JSON of `/model/ha/status`.

@@ -48,7 +48,9 @@ pub fn price(
                 services: c.services.clone(),
                 provider_id,
                 labels: c.labels.clone(),
-                ..AllocationProperties::default()
+                annotations: c.annotations.clone(),
+                namespace_labels: c.namespace_labels.clone(),
+                namespace_annotations: c.namespace_annotations.clone(),
             },
             window: Some(window),
             start: Some(c.start),

@@ -52,6 +52,12 @@ pub struct ContainerUsage {
     pub controller_kind: String,
     /// Pod labels, keys Prometheus-sanitised.
     pub labels: BTreeMap<String, String>,
+    /// Pod annotations, keys Prometheus-sanitised.
+    pub annotations: BTreeMap<String, String>,
+    /// The namespace's labels, keys Prometheus-sanitised.
+    pub namespace_labels: BTreeMap<String, String>,
+    /// The namespace's annotations, keys Prometheus-sanitised.
+    pub namespace_annotations: BTreeMap<String, String>,
     /// Services selecting the pod.
     pub services: Vec<String>,
     /// When the container started running within the window.

@@ -56,6 +56,109 @@ pub struct AllocationProperties {
     /// Namespace labels.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub namespace_labels: BTreeMap<String, String>,
+    /// Namespace annotations.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub namespace_annotations: BTreeMap<String, String>,
+}
+
+impl AllocationProperties {
+    /// Keeps only what `self` and `other` share, as OpenCost's `Intersection`: a property that
+    /// differs becomes unset, services and map entries are kept only when both have them.
+    pub fn intersect(&mut self, other: &AllocationProperties) {
+        for (mine, theirs) in [
+            (&mut self.cluster, &other.cluster),
+            (&mut self.node, &other.node),
+            (&mut self.container, &other.container),
+            (&mut self.controller, &other.controller),
+            (&mut self.controller_kind, &other.controller_kind),
+            (&mut self.namespace, &other.namespace),
+            (&mut self.pod, &other.pod),
+            (&mut self.provider_id, &other.provider_id),
+        ] {
+            if mine != theirs {
+                mine.clear();
+            }
+        }
+        self.services.retain(|s| other.services.contains(s));
+        for (mine, theirs) in [
+            (&mut self.labels, &other.labels),
+            (&mut self.annotations, &other.annotations),
+            (&mut self.namespace_labels, &other.namespace_labels),
+            (
+                &mut self.namespace_annotations,
+                &other.namespace_annotations,
+            ),
+        ] {
+            mine.retain(|k, v| theirs.get(k) == Some(v));
+        }
+    }
+}
+
+/// One shared cost's part in an allocation (`sharedCostBreakdown` map value).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SharedCostBreakdown {
+    /// The shared allocation's name under the query's aggregation.
+    pub name: String,
+    /// The part of its total cost shared here.
+    pub total_cost: f64,
+    /// CPU.
+    pub cpu_cost: f64,
+    /// GPU.
+    pub gpu_cost: f64,
+    /// RAM.
+    pub ram_cost: f64,
+    /// Volumes.
+    pub pv_cost: f64,
+    /// Network.
+    pub network_cost: f64,
+    /// Load balancers.
+    pub load_balancer_cost: f64,
+    /// Out-of-cluster.
+    pub external_cost: f64,
+}
+
+impl SharedCostBreakdown {
+    fn add(&mut self, o: &SharedCostBreakdown) {
+        self.total_cost += o.total_cost;
+        self.cpu_cost += o.cpu_cost;
+        self.gpu_cost += o.gpu_cost;
+        self.ram_cost += o.ram_cost;
+        self.pv_cost += o.pv_cost;
+        self.network_cost += o.network_cost;
+        self.load_balancer_cost += o.load_balancer_cost;
+        self.external_cost += o.external_cost;
+    }
+
+    /// `coefficient` of `shared`'s costs, under `name`.
+    pub fn part_of(name: &str, shared: &Allocation, coefficient: f64) -> Self {
+        SharedCostBreakdown {
+            name: name.to_string(),
+            total_cost: shared.total_cost() * coefficient,
+            cpu_cost: shared.cpu_total_cost() * coefficient,
+            gpu_cost: shared.gpu_total_cost() * coefficient,
+            ram_cost: shared.ram_total_cost() * coefficient,
+            pv_cost: shared.pv_total_cost() * coefficient,
+            network_cost: shared.network_total_cost() * coefficient,
+            load_balancer_cost: shared.lb_total_cost() * coefficient,
+            external_cost: shared.external_cost * coefficient,
+        }
+    }
+
+    fn scale(&mut self, f: f64) {
+        for v in [
+            &mut self.total_cost,
+            &mut self.cpu_cost,
+            &mut self.gpu_cost,
+            &mut self.ram_cost,
+            &mut self.pv_cost,
+            &mut self.network_cost,
+            &mut self.load_balancer_cost,
+            &mut self.external_cost,
+        ] {
+            *v *= f;
+        }
+    }
 }
 
 /// A persistent volume's share in an allocation (`pvs` map value).
@@ -178,6 +281,10 @@ pub struct Allocation {
     pub ram_byte_usage_max: f64,
     /// Load balancers' shares, keyed by `namespace/service` (`lbAllocations`).
     pub lb_allocations: BTreeMap<String, LbAllocation>,
+    /// Shared costs added into `shared_cost`, by shared allocation (`sharedCostBreakdown`);
+    /// computed by a query, never stored.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub shared_cost_breakdown: BTreeMap<String, SharedCostBreakdown>,
 }
 
 impl Allocation {
@@ -264,6 +371,43 @@ impl Allocation {
             + self.lb_total_cost()
             + self.shared_cost
             + self.external_cost
+    }
+
+    /// Multiplies every cost by `f` (quantities stay): a cost over the window becomes a rate
+    /// (`costMetric`).
+    pub fn scale_costs(&mut self, f: f64) {
+        for v in [
+            &mut self.cpu_cost,
+            &mut self.cpu_cost_adjustment,
+            &mut self.cpu_cost_idle,
+            &mut self.gpu_cost,
+            &mut self.gpu_cost_adjustment,
+            &mut self.gpu_cost_idle,
+            &mut self.network_cost,
+            &mut self.network_cross_zone_cost,
+            &mut self.network_cross_region_cost,
+            &mut self.network_internet_cost,
+            &mut self.network_cost_adjustment,
+            &mut self.load_balancer_cost,
+            &mut self.load_balancer_cost_adjustment,
+            &mut self.pv_cost_adjustment,
+            &mut self.ram_cost,
+            &mut self.ram_cost_adjustment,
+            &mut self.ram_cost_idle,
+            &mut self.external_cost,
+            &mut self.shared_cost,
+        ] {
+            *v *= f;
+        }
+        for pv in self.pvs.values_mut() {
+            pv.cost *= f;
+        }
+        for lb in self.lb_allocations.values_mut() {
+            lb.cost *= f;
+        }
+        for b in self.shared_cost_breakdown.values_mut() {
+            b.scale(f);
+        }
     }
 
     /// usage ÷ request; without a request 1 when something was used and paid for, else 0.
@@ -378,6 +522,13 @@ impl Allocation {
         self.ram_cost_idle += other.ram_cost_idle;
         self.external_cost += other.external_cost;
         self.shared_cost += other.shared_cost;
+        self.properties.intersect(&other.properties);
+        for (k, b) in &other.shared_cost_breakdown {
+            self.shared_cost_breakdown
+                .entry(k.clone())
+                .or_default()
+                .add(b);
+        }
         // Peak usage belongs to one container over one window (`rawAllocationOnly`): a sum of
         // allocations has none.
         self.cpu_core_usage_max = 0.0;

@@ -5,8 +5,8 @@ mod asset;
 mod window;
 
 pub use allocation::{
-    Allocation, AllocationProperties, AllocationSet, IDLE, LbAllocation, PvAllocation, UNALLOCATED,
-    UNMOUNTED,
+    Allocation, AllocationProperties, AllocationSet, IDLE, LbAllocation, PvAllocation,
+    SharedCostBreakdown, UNALLOCATED, UNMOUNTED,
 };
 pub use asset::{Asset, AssetSet};
 pub use window::{Resolution, Window};

@@ -3,14 +3,17 @@
 
 mod assets;
 pub mod filter;
+mod share;
+mod v1;
 pub mod window;
 
 pub use assets::{AssetQuery, AssetResult, parse_asset_query};
+pub use share::{ShareSplit, Sharing};
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Duration, TimeZone, Utc};
 use tokio_util::sync::CancellationToken;
 
 use crate::model::{
@@ -166,33 +169,6 @@ impl AggregateBy {
             AggregateBy::All => String::new(),
         }
     }
-
-    fn set_property(&self, into: &mut AllocationProperties, from: &AllocationProperties) {
-        match self {
-            AggregateBy::Cluster => into.cluster.clone_from(&from.cluster),
-            AggregateBy::Node => into.node.clone_from(&from.node),
-            AggregateBy::Namespace => into.namespace.clone_from(&from.namespace),
-            AggregateBy::ControllerKind => into.controller_kind.clone_from(&from.controller_kind),
-            AggregateBy::Controller | AggregateBy::ControllerOfKind(_) => {
-                into.controller.clone_from(&from.controller);
-                into.controller_kind.clone_from(&from.controller_kind);
-            }
-            AggregateBy::Pod => into.pod.clone_from(&from.pod),
-            AggregateBy::Container => into.container.clone_from(&from.container),
-            AggregateBy::Service => into.services.clone_from(&from.services),
-            AggregateBy::Label(k) => {
-                if let Some(v) = from.labels.get(k) {
-                    into.labels.insert(k.clone(), v.clone());
-                }
-            }
-            AggregateBy::Annotation(k) => {
-                if let Some(v) = from.annotations.get(k) {
-                    into.annotations.insert(k.clone(), v.clone());
-                }
-            }
-            AggregateBy::All => {}
-        }
-    }
 }
 
 /// How sets are combined over time.
@@ -204,6 +180,62 @@ pub enum Accumulate {
     All,
     /// One set per step of this length (`hour`, `day`, `week`).
     Every(Duration),
+    /// One set per calendar period of this many months (`month`: 1, `quarter`: 3; the first
+    /// and last cut to the window).
+    Months(u32),
+}
+
+/// How costs are expressed (`costMetric`).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub enum CostMetric {
+    /// The cost over the set's window (`cumulative`, the default).
+    #[default]
+    Cumulative,
+    /// The cost per hour of the set's window (`hourly`).
+    Hourly,
+    /// The cost per day (`daily`).
+    Daily,
+    /// The cost per month of 730 hours (`monthly`).
+    Monthly,
+}
+
+impl CostMetric {
+    /// The factor that turns a cost over `window` into this metric.
+    pub fn factor(self, window: &Window) -> f64 {
+        let hours = (window.end - window.start).num_seconds() as f64 / 3600.0;
+        let per = match self {
+            CostMetric::Cumulative => return 1.0,
+            CostMetric::Hourly => 1.0,
+            CostMetric::Daily => 24.0,
+            CostMetric::Monthly => HOURS_PER_MONTH,
+        };
+        if hours > 0.0 { per / hours } else { 0.0 }
+    }
+}
+
+/// Hours in Kubecost's month (`shareCost` and `costMetric=monthly`).
+pub const HOURS_PER_MONTH: f64 = 730.0;
+
+/// The answer's encoding (`format`).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub enum Format {
+    /// JSON (the default).
+    #[default]
+    Json,
+    /// CSV (Kubecost's export).
+    Csv,
+}
+
+/// Reads `format`.
+pub(crate) fn parse_format(v: Option<&str>) -> Result<Format, ParamError> {
+    match v.map(str::to_ascii_lowercase).as_deref() {
+        None | Some("json") => Ok(Format::Json),
+        Some("csv") => Ok(Format::Csv),
+        Some(other) => Err(bad(
+            "format",
+            format!("{other:?} is not a format this build writes; expected json or csv"),
+        )),
+    }
 }
 
 /// A parsed `/allocation` query.
@@ -234,9 +266,73 @@ pub struct AllocationQuery {
     pub offset: usize,
     /// The most allocations each set returns after `offset` (`limit`); `None`: all.
     pub limit: Option<usize>,
+    /// Whether an aggregate also keeps the labels and annotations all its members share
+    /// (`includeAggregatedMetadata`).
+    pub include_aggregated_metadata: bool,
+    /// Costs shared over the other allocations (`shareNamespaces`, `shareLabels`,
+    /// `shareCost`, `shareSplit`).
+    pub sharing: Sharing,
+    /// How costs are expressed (`costMetric`).
+    pub cost_metric: CostMetric,
+    /// The answer's encoding (`format`).
+    pub format: Format,
     /// What the client must know about how the query was read (a widened window, a parameter
     /// that is not supported): written as the envelope's `warning`.
     pub warnings: Vec<String>,
+}
+
+/// Parameters Kubecost's allocation API takes that this build reads but does not implement:
+/// each present one is named in the answer's `warning`.
+const UNSUPPORTED_ALLOCATION_PARAMS: [(&str, &str); 6] = [
+    ("external", "out-of-cluster costs are not collected"),
+    ("reconcile", "there is no cloud bill to reconcile with"),
+    (
+        "shareTenancyCosts",
+        "cluster-management and attached-disk costs are not shared",
+    ),
+    (
+        "includeProportionalAssetResourceCosts",
+        "proportional asset resource costs are not computed",
+    ),
+    ("sharelb", "load balancer costs are not shared"),
+    (
+        "resolution",
+        "answers come from the stored hourly and daily sets",
+    ),
+];
+
+/// The window widened to whole sets of the resolution it is read at: start rounded down, end
+/// rounded up (an end at or after `now` is left as it is: the last set is the partial one).
+/// Also returns a warning when the window changed.
+pub(crate) fn widen(window: Window, now: DateTime<Utc>) -> (Window, Option<String>) {
+    let unit = if reads_daily(window, now) {
+        return (window, None);
+    } else {
+        Duration::hours(1)
+    };
+    let secs = unit.num_seconds();
+    let floor = |t: DateTime<Utc>| {
+        DateTime::from_timestamp(t.timestamp().div_euclid(secs) * secs, 0).unwrap_or(t)
+    };
+    let start = floor(window.start);
+    let end = if window.end >= now || floor(window.end) == window.end {
+        window.end
+    } else {
+        floor(window.end) + unit
+    };
+    let widened = Window::new(start, end);
+    if widened == window {
+        return (window, None);
+    }
+    let fmt = |t: DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let warning = format!(
+        "window {}/{} was widened to {}/{}: it does not fall on the stored hourly sets, so the sets that cover it are served",
+        fmt(window.start),
+        fmt(window.end),
+        fmt(widened.start),
+        fmt(widened.end)
+    );
+    (widened, Some(warning))
 }
 
 /// Reads the parameters of an allocation query. Unknown parameters are ignored, as clients send
@@ -259,6 +355,9 @@ pub fn parse_allocation_query(
     let window_text = get("window")
         .ok_or_else(|| bad("window", "is required, e.g. window=7d or window=today"))?;
     let window = window::parse(window_text, now).map_err(|m| bad("window", m))?;
+    let mut warnings = Vec::new();
+    let (window, widened) = widen(window, now);
+    warnings.extend(widened);
     let aggregate = match get("aggregate") {
         Some(a) => a
             .split(',')
@@ -267,16 +366,25 @@ pub fn parse_allocation_query(
             .collect::<Result<Vec<_>, _>>()?,
         None => Vec::new(),
     };
+    let step = raw("step").map(parse_step).transpose()?;
     let accumulate = match (get("accumulate"), get("accumulateBy")) {
         (Some(v), _) => parse_accumulate("accumulate", v)?,
         (None, Some(v)) => parse_accumulate("accumulateBy", v)?,
+        // OpenCost's step defaults to the window: one set.
+        (None, None) if dialect == Dialect::Opencost && step.is_none() => Accumulate::All,
         (None, None) => Accumulate::None,
     };
-    let step = raw("step").map(parse_step).transpose()?;
+    // OpenCost: `accumulate=false` without a step is still one set for the window.
+    let accumulate =
+        if dialect == Dialect::Opencost && step.is_none() && accumulate == Accumulate::None {
+            Accumulate::All
+        } else {
+            accumulate
+        };
     let idle = match (get("idle"), get("includeIdle")) {
         (Some(v), _) => parse_bool("idle", v)?,
         (None, Some(v)) => parse_bool("includeIdle", v)?,
-        (None, None) => true,
+        (None, None) => dialect == Dialect::Kubecost,
     };
     let flag = |k: &'static str| {
         get(k)
@@ -284,10 +392,34 @@ pub fn parse_allocation_query(
             .transpose()
             .map(|b| b.unwrap_or(false))
     };
-    let filter = get("filter")
-        .map(filter::parse)
-        .transpose()
-        .map_err(|m| bad("filter", m))?;
+    let filter = match get("filter") {
+        Some(text) => Some(filter::parse(text).map_err(|m| bad("filter", m))?),
+        None => match v1::to_v2(params).map_err(|(p, m)| bad(p, m))? {
+            Some(text) => Some(filter::parse(&text).map_err(|m| bad("filter", m))?),
+            None => None,
+        },
+    };
+    let cost_metric = match get("costMetric").map(str::to_ascii_lowercase).as_deref() {
+        None | Some("cumulative") => CostMetric::Cumulative,
+        Some("hourly") => CostMetric::Hourly,
+        Some("daily") => CostMetric::Daily,
+        Some("monthly") => CostMetric::Monthly,
+        Some(other) => {
+            return Err(bad(
+                "costMetric",
+                format!(
+                    "{other:?} is not a cost metric; expected cumulative, hourly, daily or monthly"
+                ),
+            ));
+        }
+    };
+    for (param, why) in UNSUPPORTED_ALLOCATION_PARAMS {
+        if params.contains_key(param) {
+            warnings.push(format!(
+                "{param} is not supported by this build and was ignored: {why}"
+            ));
+        }
+    }
     let number = |k: &'static str| raw(k).map(|v| parse_count(k, v)).transpose();
     let q = AllocationQuery {
         window,
@@ -301,9 +433,12 @@ pub fn parse_allocation_query(
         filter,
         offset: number("offset")?.unwrap_or(0),
         limit: number("limit")?,
-        warnings: Vec::new(),
+        include_aggregated_metadata: flag("includeAggregatedMetadata")?,
+        sharing: Sharing::parse(params)?,
+        cost_metric,
+        format: parse_format(get("format"))?,
+        warnings,
     };
-    let _ = dialect;
     check_steps(window_text, q.window, q.step_size(now), now, max_steps)?;
     Ok(q)
 }
@@ -361,10 +496,14 @@ fn parse_accumulate(param: &'static str, v: &str) -> Result<Accumulate, ParamErr
         "hour" => Accumulate::Every(Duration::hours(1)),
         "day" => Accumulate::Every(Duration::days(1)),
         "week" => Accumulate::Every(Duration::weeks(1)),
+        "month" => Accumulate::Months(1),
+        "quarter" => Accumulate::Months(3),
         _ => {
             return Err(bad(
                 param,
-                format!("{v:?} is not valid; expected true, false, hour, day or week"),
+                format!(
+                    "{v:?} is not valid; expected true, false, hour, day, week, month or quarter"
+                ),
             ));
         }
     })
@@ -457,6 +596,29 @@ pub(crate) fn steps(window: Window, step: Duration, now: DateTime<Utc>) -> Vec<W
     out
 }
 
+/// Steps of `months` calendar months (UTC), the first and last cut to the window.
+fn calendar_steps(window: Window, months: u32, now: DateTime<Utc>) -> Vec<Window> {
+    use chrono::Datelike;
+    let period_start = |t: DateTime<Utc>| {
+        let m0 = t.month0() / months * months;
+        Utc.with_ymd_and_hms(t.year(), m0 + 1, 1, 0, 0, 0)
+            .single()
+            .expect("the first of a month exists")
+    };
+    let next = |t: DateTime<Utc>| {
+        t.checked_add_months(chrono::Months::new(months))
+            .expect("months within chrono's range")
+    };
+    let mut out = Vec::new();
+    let mut t = window.start;
+    while t < window.end && t <= now {
+        let end = next(period_start(t)).min(window.end);
+        out.push(Window::new(t, end));
+        t = end;
+    }
+    out
+}
+
 /// The default for the most sets one query may return (`--max-query-steps`).
 pub const DEFAULT_MAX_STEPS: usize = 10_000;
 
@@ -485,6 +647,8 @@ impl AllocationQuery {
         match self.accumulate {
             Accumulate::All => None,
             Accumulate::Every(d) => Some(d),
+            // The shortest month: enough to bound the number of sets and choose the resolution.
+            Accumulate::Months(n) => Some(Duration::days(28 * i64::from(n))),
             Accumulate::None => Some(self.step.unwrap_or(if daily_window {
                 Duration::days(1)
             } else {
@@ -502,9 +666,10 @@ impl AllocationQuery {
             None if daily_window => Resolution::Day,
             _ => Resolution::Hour,
         };
-        let steps = match step {
-            None => vec![self.window],
-            Some(s) => steps(self.window, s, now),
+        let steps = match (self.accumulate, step) {
+            (Accumulate::Months(n), _) => calendar_steps(self.window, n, now),
+            (_, None) => vec![self.window],
+            (_, Some(s)) => steps(self.window, s, now),
         };
         (resolution, steps)
     }
@@ -541,7 +706,15 @@ impl AllocationQuery {
                 return Err(Cancelled.into());
             }
             let range = sets.range((resolution, step.start)..(resolution, step.end));
-            let allocations = self.aggregate_sets(range.map(|(_, s)| s.as_ref()), cancel)?;
+            let mut allocations = self.aggregate_sets(range.map(|(_, s)| s.as_ref()), cancel)?;
+            let factor = self
+                .cost_metric
+                .factor(&Window::new(step.start, step.end.min(now).max(step.start)));
+            if self.cost_metric != CostMetric::Cumulative {
+                for a in &mut allocations {
+                    a.scale_costs(factor);
+                }
+            }
             let allocations = rank_and_page(
                 allocations,
                 |a| (a.total_cost(), a.name.as_str()),
@@ -602,20 +775,50 @@ impl AllocationQuery {
         }
     }
 
+    /// The aggregate a first member starts: its properties, less the labels and annotations
+    /// unless the query keeps shared metadata (the aggregated label or annotation stays).
+    fn start_aggregate(&self, a: &Allocation, key: &str) -> Allocation {
+        let mut agg = a.clone();
+        if !self.aggregate.is_empty() && !self.include_aggregated_metadata {
+            let p = &mut agg.properties;
+            let keep = |by: &AggregateBy, label: bool, k: &String| match by {
+                AggregateBy::Label(l) => label && l == k,
+                AggregateBy::Annotation(n) => !label && n == k,
+                _ => false,
+            };
+            p.labels
+                .retain(|k, _| self.aggregate.iter().any(|g| keep(g, true, k)));
+            p.annotations
+                .retain(|k, _| self.aggregate.iter().any(|g| keep(g, false, k)));
+            p.namespace_labels.clear();
+            p.namespace_annotations.clear();
+        }
+        agg.name = key.to_string();
+        agg
+    }
+
     fn aggregate_sets<'a>(
         &self,
         sets: impl Iterator<Item = &'a AllocationSet>,
         cancel: &CancellationToken,
     ) -> Result<Vec<Allocation>, Cancelled> {
         let mut total: BTreeMap<String, Allocation> = BTreeMap::new();
+        let sharing = self.sharing.is_active().then_some(&self.sharing);
         for set in sets {
-            // Each set is aggregated (and its idle shared) on its own, then added to the step,
-            // as OpenCost does: idle is shared by each day's costs, not by the step's.
+            // Each set is aggregated (and its idle and shared costs spread) on its own, then
+            // added to the step, as OpenCost does: idle is shared by each day's costs, not by
+            // the step's.
             let mut out: BTreeMap<String, Allocation> = BTreeMap::new();
             let mut idle: BTreeMap<String, Allocation> = BTreeMap::new();
             // Per node: (cpu, ram) cost kept by the filter and in total, to scale idle by.
             let mut kept: HashMap<&str, [f64; 4]> = HashMap::new();
             let mut idles = Vec::new();
+            // Shared allocations by key, and what the shares are split over: every allocation
+            // that is neither idle nor shared, before the filter (a filter narrows the answer,
+            // not the base its shares are computed on).
+            let mut shared: BTreeMap<String, Allocation> = BTreeMap::new();
+            let mut base_cost = 0.0;
+            let mut base_keys: std::collections::HashSet<String> = Default::default();
             for (i, a) in set.allocations.iter().enumerate() {
                 if i % CANCEL_CHECK_ROWS == 0 && cancel.is_cancelled() {
                     return Err(Cancelled);
@@ -623,6 +826,26 @@ impl AllocationQuery {
                 if a.is_idle() {
                     idles.push(a);
                     continue;
+                }
+                if let Some(sh) = sharing {
+                    let key = self.key(a);
+                    if sh.shares(&a.properties) {
+                        match shared.get_mut(&key) {
+                            Some(s) => s.add(a),
+                            None => {
+                                let s = self.start_aggregate(a, &key);
+                                shared.insert(key, s);
+                            }
+                        }
+                        let e = kept.entry(a.properties.node.as_str()).or_default();
+                        e[2] += a.cpu_cost;
+                        e[3] += a.ram_cost;
+                        continue;
+                    }
+                    base_cost += a.total_cost();
+                    if sh.split == ShareSplit::Even {
+                        base_keys.insert(key);
+                    }
                 }
                 let pass = self
                     .filter
@@ -640,17 +863,7 @@ impl AllocationQuery {
                 match out.get_mut(&key) {
                     Some(agg) => agg.add(a),
                     None => {
-                        let mut agg = a.clone();
-                        if !self.aggregate.is_empty() {
-                            agg.properties = AllocationProperties::default();
-                            for g in &self.aggregate {
-                                g.set_property(&mut agg.properties, &a.properties);
-                            }
-                            // Peak usage only means something for a single container.
-                            agg.cpu_core_usage_max = 0.0;
-                            agg.ram_byte_usage_max = 0.0;
-                        }
-                        agg.name.clone_from(&key);
+                        let agg = self.start_aggregate(a, &key);
                         out.insert(key, agg);
                     }
                 }
@@ -698,6 +911,19 @@ impl AllocationQuery {
                 share_idle(&mut out, idle.values());
                 idle.clear();
             }
+            if let Some(sh) = sharing {
+                let hours = (set.data_end.min(set.window.end) - set.window.start).num_seconds()
+                    as f64
+                    / 3600.0;
+                share_costs(
+                    &mut out,
+                    &shared,
+                    sh,
+                    hours.max(0.0),
+                    base_cost,
+                    base_keys.len(),
+                );
+            }
             for (key, a) in out.into_iter().chain(idle) {
                 match total.get_mut(&key) {
                     Some(t) => t.add(&a),
@@ -707,7 +933,52 @@ impl AllocationQuery {
                 }
             }
         }
+        // An aggregate of one member keeps its peak usage (`rawAllocationOnly`); `add` drops
+        // it once two are summed.
         Ok(total.into_values().collect())
+    }
+}
+
+/// Adds each shared allocation's cost (and the fixed shared cost over `hours`) to the
+/// allocations of `out`: its part is its total cost over `base_cost` (`weighted`) or one over
+/// `base_count` (`even`), the base being every allocation the shares are split over, filtered
+/// or not, so that a filtered answer gets the same shares as the whole one.
+fn share_costs(
+    out: &mut BTreeMap<String, Allocation>,
+    shared: &BTreeMap<String, Allocation>,
+    sharing: &Sharing,
+    hours: f64,
+    base_cost: f64,
+    base_count: usize,
+) {
+    let fixed = sharing.fixed_cost(hours);
+    let fixed_alloc = Allocation {
+        external_cost: fixed,
+        ..Allocation::default()
+    };
+    let items = shared
+        .iter()
+        .map(|(k, a)| (k.as_str(), a))
+        .chain((fixed > 0.0).then_some((share::SHARED, &fixed_alloc)));
+    let items: Vec<(&str, &Allocation)> = items.collect();
+    for a in out.values_mut() {
+        if a.is_idle() {
+            continue;
+        }
+        let coefficient = match sharing.split {
+            ShareSplit::Weighted if base_cost > 0.0 => a.total_cost() / base_cost,
+            ShareSplit::Even if base_count > 0 => 1.0 / base_count as f64,
+            _ => 0.0,
+        };
+        let mut received = 0.0;
+        for (name, s) in &items {
+            let part = crate::model::SharedCostBreakdown::part_of(name, s, coefficient);
+            received += part.total_cost;
+            if sharing.breakdown {
+                a.shared_cost_breakdown.insert((*name).to_string(), part);
+            }
+        }
+        a.shared_cost += received;
     }
 }
 

@@ -1,0 +1,644 @@
+//! The API speaks Kubecost's and OpenCost's dialects as real clients call them, through the
+//! real actors and handlers (`actix_web::test`) on the demo cluster: `--api-defaults`, explicit
+//! parameters winning, aggregated properties, widened windows, shared costs and cost metrics,
+//! the v1 filter parameters, the endpoints clients call (compute, clusterInfo, cloudCost,
+//! metrics), CORS and gzip, and warnings for what is not supported.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::io::Read as _;
+use std::sync::Arc;
+
+use actix_web::{App, test, web};
+use chrono::{DateTime, Datelike, Duration, DurationRound, SecondsFormat, TimeZone, Utc};
+use cost_model::api;
+use cost_model::model::{Resolution, SetKind, Window};
+use cost_model::query::Dialect;
+use cost_model::storage::CurrentSnapshot;
+use object_store::memory::InMemory;
+use serde_json::Value;
+use support::{node_with, until};
+
+macro_rules! service {
+    ($n:expr) => {
+        test::init_service(
+            App::new()
+                .app_data(web::Data::new($n.replica.state.clone()))
+                .configure(api::configure),
+        )
+        .await
+    };
+}
+
+/// Status and JSON body of a GET.
+macro_rules! get {
+    ($svc:expr, $uri:expr) => {{
+        let uri: String = $uri;
+        let resp = test::call_service(&$svc, test::TestRequest::get().uri(&uri).to_request()).await;
+        let status = resp.status().as_u16();
+        let body = test::read_body(resp).await;
+        let json: Value = serde_json::from_slice(&body).unwrap_or_else(|e| {
+            panic!("{uri}: not JSON ({e}): {}", String::from_utf8_lossy(&body))
+        });
+        (status, json)
+    }};
+}
+
+fn rfc(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+fn yesterday() -> Window {
+    Resolution::Day.window_containing(Utc::now() - Duration::days(1))
+}
+
+/// Hours `[start, start + 4h)`, far enough back that the ETL has built them.
+fn four_hours() -> DateTime<Utc> {
+    Utc::now().duration_trunc(Duration::hours(1)).unwrap() - Duration::hours(6)
+}
+
+/// A leader that speaks `dialect` and has built yesterday's daily sets and the four hours of
+/// [`four_hours`].
+async fn leader(dialect: Dialect) -> support::Node {
+    let n = node_with("l", Arc::new(InMemory::new()), |p| {
+        p.limits.dialect = dialect
+    });
+    n.lead(1).await;
+    let day = yesterday();
+    let hours = four_hours();
+    until("yesterday's sets and the last hours are built", || async {
+        let s = n.replica.storage.send(CurrentSnapshot).await.unwrap();
+        s.has_complete(SetKind::Allocations, Resolution::Day, day.start)
+            && s.has_complete(SetKind::Assets, Resolution::Day, day.start)
+            && (0..4).all(|h| {
+                s.has_complete(
+                    SetKind::Allocations,
+                    Resolution::Hour,
+                    hours + Duration::hours(h),
+                )
+            })
+    })
+    .await;
+    n
+}
+
+/// `window=` for yesterday, and for the day before it too (two daily sets).
+fn yesterday_param() -> String {
+    let d = yesterday();
+    format!("window={},{}", rfc(d.start), rfc(d.end))
+}
+fn two_days_param() -> String {
+    let d = yesterday();
+    format!("window={},{}", rfc(d.start - Duration::days(1)), rfc(d.end))
+}
+
+fn sets(body: &Value) -> &Vec<Value> {
+    body["data"].as_array().expect("data is an array of sets")
+}
+
+/// The rows of every set, by name.
+fn rows(body: &Value) -> Vec<(&String, &Value)> {
+    sets(body)
+        .iter()
+        .flat_map(|s| s.as_object().unwrap().iter())
+        .collect()
+}
+
+fn total(rows: &[(&String, &Value)], pick: impl Fn(&str) -> bool) -> f64 {
+    rows.iter()
+        .filter(|(k, _)| pick(k))
+        .map(|(_, v)| v["totalCost"].as_f64().unwrap())
+        .sum()
+}
+
+fn close(a: f64, b: f64) -> bool {
+    (a - b).abs() <= 1e-3 * a.abs().max(b.abs()).max(1.0)
+}
+
+#[actix_web::test]
+async fn kubecost_defaults_idle_and_a_set_per_day_and_explicit_parameters_win() {
+    let n = leader(Dialect::Kubecost).await;
+    let svc = service!(n);
+    let (status, body) = get!(
+        svc,
+        format!("/model/allocation?{}&aggregate=namespace", two_days_param())
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(sets(&body).len(), 2, "one set per day");
+    assert!(
+        rows(&body).iter().any(|(k, _)| *k == "__idle__"),
+        "idle by default"
+    );
+    let (_, body) = get!(
+        svc,
+        format!(
+            "/model/allocation?{}&aggregate=namespace&idle=false",
+            two_days_param()
+        )
+    );
+    assert!(
+        !rows(&body).iter().any(|(k, _)| *k == "__idle__"),
+        "idle=false wins"
+    );
+    let (_, body) = get!(
+        svc,
+        format!(
+            "/model/allocation?{}&aggregate=namespace&accumulate=true",
+            two_days_param()
+        )
+    );
+    assert_eq!(sets(&body).len(), 1);
+}
+
+#[actix_web::test]
+async fn opencost_defaults_no_idle_and_one_set_and_explicit_parameters_win() {
+    let n = leader(Dialect::Opencost).await;
+    let svc = service!(n);
+    let q = format!("/allocation?{}&aggregate=namespace", two_days_param());
+    let (status, body) = get!(svc, q.clone());
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(sets(&body).len(), 1, "one set for the window");
+    let plain = rows(&body);
+    assert!(
+        !plain.iter().any(|(k, _)| *k == "__idle__"),
+        "includeIdle defaults to false"
+    );
+    let (_, body) = get!(svc, format!("{q}&accumulate=false"));
+    assert_eq!(
+        sets(&body).len(),
+        1,
+        "accumulate=false without step is still one set"
+    );
+    let (_, body) = get!(svc, format!("{q}&step=1d"));
+    assert_eq!(sets(&body).len(), 2, "an explicit step wins");
+    let (_, body) = get!(svc, format!("{q}&includeIdle=true"));
+    assert!(
+        rows(&body).iter().any(|(k, _)| *k == "__idle__"),
+        "includeIdle=true wins"
+    );
+    // shareIdle alone shares nothing: there is no idle to share.
+    let (_, body) = get!(svc, format!("{q}&shareIdle=true"));
+    let shared = rows(&body);
+    assert_eq!(shared.len(), plain.len());
+    for ((k1, a), (k2, b)) in plain.iter().zip(&shared) {
+        assert_eq!(k1, k2);
+        assert_eq!(a["totalCost"], b["totalCost"], "{k1}");
+    }
+}
+
+#[actix_web::test]
+async fn aggregates_keep_what_all_members_share() {
+    let n = leader(Dialect::Kubecost).await;
+    let svc = service!(n);
+    let day = yesterday_param();
+    let (_, body) = get!(
+        svc,
+        format!("/model/allocation?{day}&aggregate=pod&idle=false")
+    );
+    let pods = rows(&body);
+    assert!(!pods.is_empty());
+    for (name, a) in pods.iter().filter(|(k, _)| !k.contains("unmounted")) {
+        let p = &a["properties"];
+        for field in [
+            "cluster",
+            "namespace",
+            "node",
+            "controller",
+            "controllerKind",
+            "pod",
+        ] {
+            assert!(
+                p[field].is_string(),
+                "{name}: {field} shared by the pod's containers: {p}"
+            );
+        }
+    }
+    // A pod of one container keeps its peak usage; a namespace of many does not.
+    assert!(
+        pods.iter()
+            .any(|(_, a)| a.get("rawAllocationOnly").is_some()),
+        "a single-member key keeps rawAllocationOnly"
+    );
+    let (_, body) = get!(
+        svc,
+        format!("/model/allocation?{day}&aggregate=namespace&idle=false")
+    );
+    for (name, a) in rows(&body) {
+        let p = &a["properties"];
+        assert_eq!(p["cluster"], "cluster-one", "{name}: cluster survives: {p}");
+        assert_eq!(p["namespace"].as_str(), Some(name.as_str()));
+        assert!(
+            p.get("labels").is_none(),
+            "{name}: labels only with includeAggregatedMetadata"
+        );
+        assert!(
+            p.get("pod").is_none(),
+            "{name}: many pods share no pod name"
+        );
+        assert!(
+            a.get("rawAllocationOnly").is_none(),
+            "{name}: a sum has no peak"
+        );
+    }
+    let (_, body) = get!(
+        svc,
+        format!(
+            "/model/allocation?{day}&aggregate=namespace&idle=false&includeAggregatedMetadata=true"
+        )
+    );
+    let (mut saw_team, mut saw_namespace) = (false, false);
+    for (name, a) in rows(&body) {
+        let p = &a["properties"];
+        // Every pod of a demo namespace has its team label and the namespace's metadata (a
+        // namespace that also holds unmounted volumes shares none: they have no pod).
+        saw_team |= p["labels"]["team"].is_string();
+        if let Some(ns) = p["namespaceLabels"]["kubernetes_io_metadata_name"].as_str() {
+            saw_namespace = true;
+            assert_eq!(ns, name);
+            assert!(p["namespaceAnnotations"]["cost_center"].is_string(), "{p}");
+        }
+        if name == "kube-system" {
+            assert!(p["labels"].get("app").is_none(), "apps differ: {p}");
+        }
+    }
+    assert!(saw_team && saw_namespace, "shared labels are kept");
+    // Unaggregated rows carry the source's annotations and namespace metadata.
+    let (_, body) = get!(svc, format!("/model/allocation?{day}&idle=false"));
+    let r = rows(&body);
+    let (_, first) = r.iter().find(|(k, _)| !k.contains("unmounted")).unwrap();
+    assert!(
+        first["properties"]["annotations"]["owner_email"].is_string(),
+        "{first}"
+    );
+}
+
+#[actix_web::test]
+async fn windows_off_the_stored_resolution_are_widened_and_say_so() {
+    let n = leader(Dialect::Kubecost).await;
+    let svc = service!(n);
+    let h = four_hours();
+    let asked = format!(
+        "window={},{}",
+        rfc(h + Duration::minutes(25)),
+        rfc(h + Duration::hours(3) + Duration::minutes(10))
+    );
+    let (status, body) = get!(
+        svc,
+        format!("/model/allocation?{asked}&aggregate=namespace")
+    );
+    assert_eq!(status, 200, "{body}");
+    let windows: Vec<(String, String)> = sets(&body)
+        .iter()
+        .map(|s| {
+            let any = s
+                .as_object()
+                .unwrap()
+                .values()
+                .next()
+                .expect("a set with data");
+            (
+                any["window"]["start"].as_str().unwrap().to_string(),
+                any["window"]["end"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(windows.len(), 4, "{windows:?}");
+    assert_eq!(windows[0].0, rfc(h), "start rounded down");
+    assert_eq!(windows[3].1, rfc(h + Duration::hours(4)), "end rounded up");
+    let warning = body["warning"].as_str().expect("a warning");
+    assert!(warning.contains("widened"), "{warning}");
+    // Accumulated, the one set reports the served window.
+    let (_, body) = get!(
+        svc,
+        format!("/model/allocation?{asked}&aggregate=namespace&accumulate=true")
+    );
+    let (_, any) = rows(&body)[0];
+    assert_eq!(any["window"]["start"], rfc(h));
+    assert_eq!(any["window"]["end"], rfc(h + Duration::hours(4)));
+    // A window under an hour is served from the hour that holds it.
+    let short = format!(
+        "window={},{}",
+        rfc(h + Duration::minutes(5)),
+        rfc(h + Duration::minutes(15))
+    );
+    let (status, body) = get!(
+        svc,
+        format!("/model/allocation?{short}&aggregate=namespace")
+    );
+    assert_eq!(status, 200);
+    assert!(
+        !rows(&body).is_empty(),
+        "10 minutes answer their hour: {body}"
+    );
+    // Whole sets are not widened and carry no warning.
+    let (_, body) = get!(
+        svc,
+        format!(
+            "/model/allocation?{}&aggregate=namespace",
+            yesterday_param()
+        )
+    );
+    assert!(body.get("warning").is_none(), "{body}");
+}
+
+#[actix_web::test]
+async fn shared_namespaces_and_costs_are_spread_and_broken_down() {
+    let n = leader(Dialect::Kubecost).await;
+    let svc = service!(n);
+    let base = format!(
+        "/model/allocation?{}&aggregate=namespace&idle=false&accumulate=true",
+        yesterday_param()
+    );
+    let (_, body) = get!(svc, base.clone());
+    let plain = rows(&body);
+    let shared_total = total(&plain, |k| k == "kube-system");
+    let rest_total = total(&plain, |k| k != "kube-system");
+    assert!(shared_total > 0.0);
+
+    let (status, body) = get!(svc, format!("{base}&shareNamespaces=kube-system"));
+    assert_eq!(status, 200, "{body}");
+    let with = rows(&body);
+    assert!(
+        !with.iter().any(|(k, _)| *k == "kube-system"),
+        "shared namespaces leave the answer"
+    );
+    assert!(
+        close(total(&with, |_| true), shared_total + rest_total),
+        "nothing lost or invented"
+    );
+    for (name, a) in &with {
+        let own = plain.iter().find(|(k, _)| k == name).unwrap().1["totalCost"]
+            .as_f64()
+            .unwrap();
+        let expect = shared_total * own / rest_total;
+        let got = a["sharedCost"].as_f64().unwrap();
+        assert!(
+            close(got, expect),
+            "{name}: weighted share {got} != {expect}"
+        );
+        let part = a["sharedCostBreakdown"]["kube-system"]["totalCost"]
+            .as_f64()
+            .unwrap();
+        assert!(
+            close(part, got),
+            "{name}: the breakdown names the shared namespace"
+        );
+    }
+
+    // A filter narrows the answer, not the shares.
+    let (_, filtered) = get!(
+        svc,
+        format!("{base}&shareNamespaces=kube-system&filter=namespace:%22backend%22")
+    );
+    let f = rows(&filtered);
+    assert_eq!(f.len(), 1);
+    let unfiltered = with.iter().find(|(k, _)| *k == "backend").unwrap().1;
+    assert!(close(
+        f[0].1["sharedCost"].as_f64().unwrap(),
+        unfiltered["sharedCost"].as_f64().unwrap()
+    ));
+
+    // Even: every namespace gets the same share.
+    let (_, body) = get!(
+        svc,
+        format!("{base}&shareNamespaces=kube-system&shareSplit=even")
+    );
+    let even = rows(&body);
+    for (name, a) in &even {
+        let got = a["sharedCost"].as_f64().unwrap();
+        assert!(
+            close(got, shared_total / even.len() as f64),
+            "{name}: even share {got}"
+        );
+    }
+
+    // A fixed monthly cost: 730 $/month is 1 $/hour, 24 $ over a complete day.
+    let (_, body) = get!(svc, format!("{base}&shareCost=730"));
+    let fixed = rows(&body);
+    let received: f64 = fixed
+        .iter()
+        .map(|(_, a)| a["sharedCost"].as_f64().unwrap())
+        .sum();
+    assert!(close(received, 24.0), "{received}");
+    assert!(
+        fixed
+            .iter()
+            .all(|(_, a)| a["sharedCostBreakdown"]["__shared__"].is_object())
+    );
+    let (_, body) = get!(
+        svc,
+        format!("{base}&shareCost=730&includeSharedCostBreakdown=false")
+    );
+    assert!(
+        rows(&body)
+            .iter()
+            .all(|(_, a)| a.get("sharedCostBreakdown").is_none())
+    );
+}
+
+#[actix_web::test]
+async fn cost_metrics_turn_costs_into_rates() {
+    let n = leader(Dialect::Kubecost).await;
+    let svc = service!(n);
+    let base = format!(
+        "/model/allocation?{}&aggregate=namespace&accumulate=true",
+        yesterday_param()
+    );
+    let (_, body) = get!(svc, base.clone());
+    let cumulative = total(&rows(&body), |_| true);
+    for (metric, factor) in [
+        ("daily", 1.0),
+        ("hourly", 1.0 / 24.0),
+        ("monthly", 730.0 / 24.0),
+    ] {
+        let (status, body) = get!(svc, format!("{base}&costMetric={metric}"));
+        assert_eq!(status, 200);
+        let got = total(&rows(&body), |_| true);
+        assert!(
+            close(got, cumulative * factor),
+            "{metric}: {got} vs {}",
+            cumulative * factor
+        );
+    }
+    let (status, body) = get!(svc, format!("{base}&costMetric=weekly"));
+    assert_eq!(status, 400);
+    assert!(body["message"].as_str().unwrap().contains("costMetric"));
+}
+
+#[actix_web::test]
+async fn v1_filters_apply_only_without_filter() {
+    let n = leader(Dialect::Kubecost).await;
+    let svc = service!(n);
+    let base = format!("/model/allocation?{}&idle=false", yesterday_param());
+    let (status, body) = get!(svc, format!("{base}&filterNamespaces=kube-system,kubec*"));
+    assert_eq!(status, 200, "{body}");
+    let r = rows(&body);
+    assert!(!r.is_empty());
+    let namespaces: BTreeSet<&str> = r
+        .iter()
+        .map(|(_, a)| a["properties"]["namespace"].as_str().unwrap())
+        .collect();
+    assert_eq!(namespaces, BTreeSet::from(["kube-system", "kubecost"]));
+    let (_, body) = get!(
+        svc,
+        format!("{base}&filterNamespaces=kube-system&filter=namespace:%22backend%22")
+    );
+    assert!(
+        rows(&body)
+            .iter()
+            .all(|(_, a)| a["properties"]["namespace"] == "backend"),
+        "filter wins"
+    );
+    let (_, body) = get!(svc, format!("{base}&filterLabels=team:infra"));
+    assert!(
+        rows(&body)
+            .iter()
+            .all(|(_, a)| a["properties"]["labels"]["team"] == "infra")
+    );
+    let (status, body) = get!(svc, format!("{base}&filterLabels=team"));
+    assert_eq!(status, 400);
+    assert!(
+        body["message"].as_str().unwrap().contains("filterLabels"),
+        "{body}"
+    );
+}
+
+#[actix_web::test]
+async fn accumulate_by_month_and_quarter_follow_the_calendar() {
+    let n = leader(Dialect::Kubecost).await;
+    let svc = service!(n);
+    let end = yesterday().end;
+    let start = Utc
+        .with_ymd_and_hms(end.year() - 1, 11, 15, 0, 0, 0)
+        .unwrap();
+    for (by, months) in [("month", 1u32), ("quarter", 3)] {
+        let (status, body) = get!(
+            svc,
+            format!(
+                "/model/allocation?window={},{}&aggregate=cluster&accumulateBy={by}",
+                rfc(start),
+                rfc(end)
+            )
+        );
+        assert_eq!(status, 200, "{body}");
+        // Expected steps, from the calendar.
+        let mut expect = Vec::new();
+        let mut t = start;
+        while t < end {
+            let first = Utc
+                .with_ymd_and_hms(t.year(), t.month0() / months * months + 1, 1, 0, 0, 0)
+                .unwrap();
+            let next = (first + chrono::Months::new(months)).min(end);
+            expect.push(next);
+            t = next;
+        }
+        assert_eq!(sets(&body).len(), expect.len(), "{by}");
+        let last = rows(&body).last().unwrap().1["window"]["end"].clone();
+        assert_eq!(last, rfc(end), "{by}: the last set holds yesterday");
+    }
+}
+
+#[actix_web::test]
+async fn the_endpoints_clients_call_answer_json() {
+    let n = leader(Dialect::Kubecost).await;
+    let svc = service!(n);
+    // OpenCost's on-demand API: one set for the window unless told otherwise.
+    for path in ["/allocation/compute", "/model/allocation/compute"] {
+        let (status, body) = get!(
+            svc,
+            format!("{path}?{}&aggregate=namespace", two_days_param())
+        );
+        assert_eq!(status, 200, "{path}: {body}");
+        assert_eq!(sets(&body).len(), 1, "{path}");
+        let (_, body) = get!(
+            svc,
+            format!("{path}?{}&aggregate=namespace&step=1d", two_days_param())
+        );
+        assert_eq!(sets(&body).len(), 2, "{path} with step");
+    }
+    let (status, body) = get!(svc, "/model/clusterInfo".to_string());
+    assert_eq!(status, 200);
+    assert_eq!(body["data"]["id"], "cluster-one");
+    let (_, body) = get!(svc, "/clusterInfoMap".to_string());
+    assert_eq!(body["data"]["cluster-one"]["id"], "cluster-one");
+    for path in [
+        "/model/cloudCost",
+        "/cloudCost",
+        "/model/cloudCost/status",
+        "/model/cloudCost/view/totals",
+    ] {
+        let (status, body) = get!(svc, format!("{path}?window=7d"));
+        assert_eq!(status, 501, "{path}");
+        assert_eq!(body["code"], 501);
+        assert!(
+            body["message"].as_str().unwrap().contains("not enabled"),
+            "{body}"
+        );
+    }
+    let resp = test::call_service(
+        &svc,
+        test::TestRequest::get().uri("/model/metrics").to_request(),
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+    let text = String::from_utf8(test::read_body(resp).await.to_vec()).unwrap();
+    assert!(
+        text.contains("costmodel_"),
+        "the metrics alias serves the metrics"
+    );
+    // Parameters that are accepted but not implemented are named in a warning.
+    let (status, body) = get!(
+        svc,
+        format!(
+            "/model/allocation?{}&external=true&reconcile=false",
+            yesterday_param()
+        )
+    );
+    assert_eq!(status, 200);
+    let w = body["warning"].as_str().unwrap();
+    assert!(w.contains("external") && w.contains("reconcile"), "{w}");
+}
+
+#[actix_web::test]
+async fn gzip_when_accepted_and_times_at_whole_seconds() {
+    let n = leader(Dialect::Kubecost).await;
+    let svc = service!(n);
+    let uri = "/model/allocation?window=week&aggregate=namespace&accumulate=true";
+    let resp = test::call_service(
+        &svc,
+        test::TestRequest::get()
+            .uri(uri)
+            .insert_header(("Accept-Encoding", "gzip"))
+            .to_request(),
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers().get("content-encoding").unwrap(), "gzip");
+    let zipped = test::read_body(resp).await;
+    let mut text = String::new();
+    flate2::read::GzDecoder::new(&zipped[..])
+        .read_to_string(&mut text)
+        .unwrap();
+    let body: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(body["code"], 200);
+    // `week` ends now: its end prints at whole seconds, as every time does.
+    let (_, a) = rows(&body)[0];
+    for t in [
+        &a["window"]["start"],
+        &a["window"]["end"],
+        &a["start"],
+        &a["end"],
+    ] {
+        let t = t.as_str().unwrap();
+        assert!(
+            DateTime::parse_from_rfc3339(t).is_ok() && t.len() == 20 && !t.contains('.'),
+            "{t}"
+        );
+    }
+    let plain = test::call_service(&svc, test::TestRequest::get().uri(uri).to_request()).await;
+    assert!(
+        plain.headers().get("content-encoding").is_none(),
+        "no gzip unless asked"
+    );
+}
