@@ -75,11 +75,13 @@ impl AllocationProperties {
             (&mut self.pod, &other.pod),
             (&mut self.provider_id, &other.provider_id),
         ] {
-            if mine != theirs {
+            if !mine.is_empty() && mine != theirs {
                 mine.clear();
             }
         }
-        self.services.retain(|s| other.services.contains(s));
+        if !self.services.is_empty() && self.services != other.services {
+            self.services.retain(|s| other.services.contains(s));
+        }
         for (mine, theirs) in [
             (&mut self.labels, &other.labels),
             (&mut self.annotations, &other.annotations),
@@ -89,7 +91,9 @@ impl AllocationProperties {
                 &other.namespace_annotations,
             ),
         ] {
-            mine.retain(|k, v| theirs.get(k) == Some(v));
+            if !mine.is_empty() && mine != theirs {
+                mine.retain(|k, v| theirs.get(k) == Some(v));
+            }
         }
     }
 }
@@ -635,5 +639,39 @@ mod tests {
         a.cpu_cost = 0.0;
         assert_eq!(a.cpu_efficiency(), 0.0);
         assert_eq!(alloc(0, 1, 0.0, 0.0).total_efficiency(), 0.0);
+    }
+
+    #[test]
+    fn intersect_keeps_only_what_both_share() {
+        let p = |node: &str, app: &str, svc: &[&str]| AllocationProperties {
+            cluster: "c".into(),
+            namespace: "ns".into(),
+            node: node.into(),
+            services: svc.iter().map(|s| s.to_string()).collect(),
+            labels: [("team", "a"), ("app", app)]
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ..AllocationProperties::default()
+        };
+        let mut a = p("n1", "web", &["s1", "s2"]);
+        a.intersect(&p("n1", "web", &["s1", "s2"]));
+        assert_eq!(a, p("n1", "web", &["s1", "s2"]), "equal properties stay");
+        a.intersect(&p("n2", "db", &["s2"]));
+        assert_eq!(a.cluster, "c");
+        assert_eq!(a.namespace, "ns");
+        assert_eq!(a.node, "", "differing node is dropped");
+        assert_eq!(a.services, vec!["s2".to_string()]);
+        assert_eq!(
+            a.labels,
+            BTreeMap::from([("team".to_string(), "a".to_string())])
+        );
+        let mut empty = AllocationProperties::default();
+        empty.intersect(&p("n1", "web", &["s1"]));
+        assert_eq!(
+            empty,
+            AllocationProperties::default(),
+            "nothing is invented"
+        );
     }
 }
