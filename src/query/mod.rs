@@ -5,7 +5,7 @@ mod assets;
 pub mod filter;
 pub mod window;
 
-pub use assets::{AssetQuery, AssetResult, parse_asset_query};
+pub use assets::{ANY, AssetFormat, AssetProperty, AssetQuery, AssetResult, parse_asset_query};
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
