@@ -17,9 +17,10 @@ use chrono::{DateTime, Utc};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
+use super::csv;
 use super::json::{self, Body, TooLarge};
 use crate::model::{SetKind, Window};
-use crate::query::{AllocationQuery, AssetQuery, Cancelled, Cost};
+use crate::query::{AllocationQuery, AssetFormat, AssetQuery, Cancelled, Cost};
 use crate::storage::Snapshot;
 
 /// Queries estimated above this cost run in the heavy lane by default: about five million rows
@@ -180,13 +181,31 @@ fn execute(msg: &RunQuery) -> Result<Vec<u8>, QueryError> {
             })?;
             Ok(body.close_summary(q.window, warning)?)
         }
-        QueryKind::Assets(q) => {
-            body.open_array()?;
-            q.run_each(&snapshot.assets, now, cancel, |r| {
-                body.item(&json::AssetSetJson(&r)).map_err(QueryError::from)
-            })?;
-            Ok(body.close_array(warning)?)
-        }
+        QueryKind::Assets(q) => match q.format {
+            // CSV has no envelope: the handler carries the warning in a header.
+            AssetFormat::Csv => {
+                let mut out = csv::Csv::assets(msg.max_bytes)?;
+                q.run_each(&snapshot.assets, now, cancel, |r| {
+                    out.asset_set(&r).map_err(QueryError::from)
+                })?;
+                Ok(out.finish())
+            }
+            AssetFormat::Json if q.data_is_map() => {
+                body.open_asset_map()?;
+                q.run_each(&snapshot.assets, now, cancel, |r| {
+                    body.asset_map(&json::AssetSetJson(&r))
+                        .map_err(QueryError::from)
+                })?;
+                Ok(body.close_asset_map(warning)?)
+            }
+            AssetFormat::Json => {
+                body.open_array()?;
+                q.run_each(&snapshot.assets, now, cancel, |r| {
+                    body.item(&json::AssetSetJson(&r)).map_err(QueryError::from)
+                })?;
+                Ok(body.close_array(warning)?)
+            }
+        },
         #[cfg(feature = "test-support")]
         QueryKind::Stall(d) => {
             let until = std::time::Instant::now() + *d;

@@ -3,6 +3,7 @@
 //! shared mutable state; a query asks `Storage` for the snapshot it serves (answered at once)
 //! and hands it to the executor's lanes.
 
+pub mod csv;
 mod error;
 pub mod executor;
 pub mod head;
