@@ -642,3 +642,53 @@ async fn gzip_when_accepted_and_times_at_whole_seconds() {
         "no gzip unless asked"
     );
 }
+
+#[actix_web::test]
+async fn csv_exports_carry_the_rows_and_the_warning_in_headers() {
+    let n = leader(Dialect::Kubecost).await;
+    let svc = service!(n);
+    let q = format!(
+        "/model/allocation?{}&aggregate=namespace&accumulate=true",
+        yesterday_param()
+    );
+    let (_, json) = get!(svc, q.clone());
+    let names: BTreeSet<&String> = rows(&json).iter().map(|(k, _)| *k).collect();
+    for path in [q.clone(), format!("{q}&external=true")] {
+        let resp = test::call_service(
+            &svc,
+            test::TestRequest::get()
+                .uri(&format!("{path}&format=csv"))
+                .to_request(),
+        )
+        .await;
+        assert_eq!(resp.status(), 200);
+        let h = resp.headers().clone();
+        assert_eq!(h.get("content-type").unwrap(), "text/csv; charset=utf-8");
+        let disposition = h.get("content-disposition").unwrap().to_str().unwrap();
+        assert!(
+            disposition.starts_with("attachment; filename=\"allocation-"),
+            "{disposition}"
+        );
+        let warned = h.get("warning").map(|w| w.to_str().unwrap().to_string());
+        if path.contains("external") {
+            assert!(
+                warned.unwrap().contains("external"),
+                "the warning travels in a header"
+            );
+        } else {
+            assert!(warned.is_none());
+        }
+        let text = String::from_utf8(test::read_body(resp).await.to_vec()).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], api::csv::ALLOCATION_HEADER.join(","));
+        let csv_names: BTreeSet<String> = lines[1..]
+            .iter()
+            .map(|l| l.split(',').nth(2).unwrap().to_string())
+            .collect();
+        assert_eq!(
+            csv_names,
+            names.iter().map(|s| s.to_string()).collect(),
+            "one row per allocation of the JSON answer"
+        );
+    }
+}

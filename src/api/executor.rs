@@ -17,9 +17,10 @@ use chrono::{DateTime, Utc};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
+use super::csv;
 use super::json::{self, Body, TooLarge};
 use crate::model::{SetKind, Window};
-use crate::query::{AllocationQuery, AssetQuery, Cancelled, Cost};
+use crate::query::{AllocationQuery, AssetQuery, Cancelled, Cost, Format};
 use crate::storage::Snapshot;
 
 /// Queries estimated above this cost run in the heavy lane by default: about five million rows
@@ -48,6 +49,35 @@ pub enum QueryKind {
 }
 
 impl QueryKind {
+    /// Whether the answer is CSV (`format=csv`) rather than JSON.
+    pub fn is_csv(&self) -> bool {
+        match self {
+            QueryKind::Allocation(q) | QueryKind::Summary(q) => q.format == Format::Csv,
+            QueryKind::Assets(q) => q.format == Format::Csv,
+            #[cfg(feature = "test-support")]
+            QueryKind::Stall(_) | QueryKind::Panic => false,
+        }
+    }
+
+    /// The file name a CSV answer is offered as.
+    fn csv_name(&self) -> String {
+        let (what, w) = match self {
+            QueryKind::Allocation(q) | QueryKind::Summary(q) => ("allocation", q.window),
+            QueryKind::Assets(q) => ("assets", q.window),
+            #[cfg(feature = "test-support")]
+            QueryKind::Stall(_) | QueryKind::Panic => {
+                ("none", Window::new(Default::default(), Default::default()))
+            }
+        };
+        let t = |t: DateTime<Utc>| t.format("%Y%m%dT%H%M%SZ").to_string();
+        format!("{what}-{}-{}.csv", t(w.start), t(w.end))
+    }
+
+    /// The `Content-Disposition` of a CSV answer.
+    pub fn csv_disposition(&self) -> String {
+        format!("attachment; filename=\"{}\"", self.csv_name())
+    }
+
     /// What the client must know about how the query was read (the envelope's `warning`).
     pub fn warnings(&self) -> &[String] {
         match self {
@@ -162,6 +192,13 @@ fn execute(msg: &RunQuery) -> Result<Vec<u8>, QueryError> {
     let warning = msg.warning.as_deref();
     let (snapshot, now, cancel) = (&msg.snapshot, msg.now, &msg.cancel);
     match &msg.kind {
+        QueryKind::Allocation(q) | QueryKind::Summary(q) if q.format == Format::Csv => {
+            let mut out = csv::Csv::allocations(msg.max_bytes)?;
+            q.run_each(&snapshot.allocations, now, cancel, |r| {
+                out.allocation_set(&r).map_err(QueryError::from)
+            })?;
+            Ok(out.finish())
+        }
         QueryKind::Allocation(q) => {
             body.open_array()?;
             q.run_each(&snapshot.allocations, now, cancel, |r| {
@@ -180,13 +217,31 @@ fn execute(msg: &RunQuery) -> Result<Vec<u8>, QueryError> {
             })?;
             Ok(body.close_summary(q.window, warning)?)
         }
-        QueryKind::Assets(q) => {
-            body.open_array()?;
-            q.run_each(&snapshot.assets, now, cancel, |r| {
-                body.item(&json::AssetSetJson(&r)).map_err(QueryError::from)
-            })?;
-            Ok(body.close_array(warning)?)
-        }
+        QueryKind::Assets(q) => match q.format {
+            // CSV has no envelope: the handler carries the warning in a header.
+            Format::Csv => {
+                let mut out = csv::Csv::assets(msg.max_bytes)?;
+                q.run_each(&snapshot.assets, now, cancel, |r| {
+                    out.asset_set(&r).map_err(QueryError::from)
+                })?;
+                Ok(out.finish())
+            }
+            Format::Json if q.data_is_map() => {
+                body.open_asset_map()?;
+                q.run_each(&snapshot.assets, now, cancel, |r| {
+                    body.asset_map(&json::AssetSetJson(&r))
+                        .map_err(QueryError::from)
+                })?;
+                Ok(body.close_asset_map(warning)?)
+            }
+            Format::Json => {
+                body.open_array()?;
+                q.run_each(&snapshot.assets, now, cancel, |r| {
+                    body.item(&json::AssetSetJson(&r)).map_err(QueryError::from)
+                })?;
+                Ok(body.close_array(warning)?)
+            }
+        },
         #[cfg(feature = "test-support")]
         QueryKind::Stall(d) => {
             let until = std::time::Instant::now() + *d;

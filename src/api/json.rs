@@ -266,8 +266,8 @@ impl Serialize for AssetJson<'_> {
         )?;
         m.serialize_entry("labels", &a.labels)?;
         m.serialize_entry("window", &a.window)?;
-        m.serialize_entry("start", &a.start)?;
-        m.serialize_entry("end", &a.end)?;
+        m.serialize_entry("start", &Ts(&a.start))?;
+        m.serialize_entry("end", &Ts(&a.end))?;
         m.serialize_entry("minutes", &F(a.minutes()))?;
         match a.kind.as_str() {
             "Node" => {
@@ -426,6 +426,26 @@ impl Body {
         self.close(warning)
     }
 
+    /// Opens the envelope around one asset map (OpenCost's `/assets`: `data` is the map for
+    /// the window, not an array of sets).
+    pub fn open_asset_map(&mut self) -> Result<(), TooLarge> {
+        self.raw(ENVELOPE_HEAD)
+    }
+
+    /// Writes the one asset map opened by [`Body::open_asset_map`].
+    pub fn asset_map(&mut self, set: &AssetSetJson<'_>) -> Result<(), TooLarge> {
+        self.items += 1;
+        self.value(set)
+    }
+
+    /// Closes an asset map opened by [`Body::open_asset_map`]: `{}` if none was written.
+    pub fn close_asset_map(mut self, warning: Option<&str>) -> Result<Vec<u8>, TooLarge> {
+        if self.items == 0 {
+            self.raw("{}")?;
+        }
+        self.close(warning)
+    }
+
     /// Closes a summary opened by [`Body::open_summary`].
     pub fn close_summary(
         mut self,
@@ -540,6 +560,30 @@ mod tests {
             b.item(&AssetSetJson(r)).unwrap();
         }
         assert_eq!(b.close_array(None).unwrap(), asset_body(&results));
+
+        // OpenCost's shape: the one accumulated set is `data` itself.
+        let q: AssetQuery = crate::query::parse_asset_query(
+            &params(window),
+            now,
+            100,
+            crate::query::Dialect::Opencost,
+        )
+        .unwrap();
+        let results = q.run(&assets, now);
+        assert_eq!(results.len(), 1);
+        let mut b = Body::new(usize::MAX);
+        b.open_asset_map().unwrap();
+        b.asset_map(&AssetSetJson(&results[0])).unwrap();
+        assert_eq!(
+            b.close_asset_map(None).unwrap(),
+            envelope(&AssetSetJson(&results[0]))
+        );
+        let mut b = Body::new(usize::MAX);
+        b.open_asset_map().unwrap();
+        let empty: serde_json::Value =
+            serde_json::from_slice(&b.close_asset_map(Some("w")).unwrap()).unwrap();
+        assert_eq!(empty["data"], serde_json::json!({}));
+        assert_eq!(empty["warning"], "w");
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! shared mutable state; a query asks `Storage` for the snapshot it serves (answered at once)
 //! and hands it to the executor's lanes.
 
+pub mod csv;
 mod error;
 pub mod executor;
 pub mod head;
@@ -338,6 +339,23 @@ async fn execute(
         ));
     }
     let warning = (!warnings.is_empty()).then(|| warnings.join(" | "));
+    let csv = kind.is_csv();
+    let disposition = kind.csv_disposition();
+    // A header value cannot hold every character a warning may: keep printable ASCII.
+    let warning_header = warning.as_ref().map(|w| {
+        let text: String = w
+            .chars()
+            .map(|c| {
+                if c.is_ascii_graphic() || c == ' ' {
+                    c
+                } else {
+                    '?'
+                }
+            })
+            .filter(|c| *c != '"')
+            .collect();
+        format!("299 - \"{text}\"")
+    });
     let lane = state
         .executor
         .lane(kind.cost(&snapshot, now), state.limits.heavy_cost);
@@ -386,7 +404,16 @@ async fn execute(
         })?,
     };
     let mut resp = HttpResponse::Ok();
-    resp.content_type("application/json");
+    if csv {
+        // CSV has no envelope: what the JSON's `warning` would say goes in a `Warning` header.
+        resp.content_type("text/csv; charset=utf-8");
+        resp.insert_header((header::CONTENT_DISPOSITION, disposition));
+        if let Some(w) = &warning_header {
+            resp.insert_header((header::WARNING, w.as_str()));
+        }
+    } else {
+        resp.content_type("application/json");
+    }
     if let Some(age) = age {
         resp.insert_header(("X-Data-Age-Seconds", format!("{age:.0}")));
     }

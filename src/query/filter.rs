@@ -1,28 +1,34 @@
-//! Kubecost's v2 filter language for allocations:
-//! `namespace:"a","b" + label[app]!:"web"`, `(node:"n1" | cluster:"c2")`.
+//! Kubecost's v2 filter language, for allocations and for assets:
+//! `namespace:"a","b" + label[app]!:"web"`, `(node:"n1" | cluster:"c2")`,
+//! `assetType:"Node" + cluster!:"c2"`.
 //! `+` is AND, `|` is OR; mixing them at one level needs parentheses.
+//!
+//! One parser serves both targets: the grammar is shared and each target brings its table of
+//! fields ([`FilterField`]: [`Field`] for allocations, [`AssetField`] for assets) and says how
+//! a row reads each field ([`Row`]). A field of the other target is refused by name.
 
-use crate::model::AllocationProperties;
+use crate::model::{AllocationProperties, Asset};
 
-/// A parsed filter.
+/// A parsed filter over fields `F` (allocation fields unless said otherwise).
 #[derive(Clone, Debug, PartialEq)]
-pub enum Filter {
+pub enum Filter<F = Field> {
     /// Every clause holds.
-    And(Vec<Filter>),
+    And(Vec<Filter<F>>),
     /// Some clause holds.
-    Or(Vec<Filter>),
+    Or(Vec<Filter<F>>),
     /// One comparison.
-    Cmp(Comparison),
+    Cmp(Comparison<F>),
 }
 
 /// `field[key] op values`.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Comparison {
+pub struct Comparison<F = Field> {
     /// The field compared.
-    pub field: Field,
+    pub field: F,
     /// How.
     pub op: Op,
-    /// Any of these (lower case for `controllerKind`, which compares without case).
+    /// Any of these (lower case for fields compared without case: `controllerKind`,
+    /// `assetType`).
     pub values: Vec<String>,
     /// For `:` and `!:` with many values, the same values hashed: a long filter costs one
     /// lookup per row, not one comparison per value.
@@ -66,6 +72,165 @@ impl Field {
     }
 }
 
+/// A filterable asset field (OpenCost's asset filter fields).
+#[derive(Clone, Debug, PartialEq)]
+pub enum AssetField {
+    /// `name`: the asset's name.
+    Name,
+    /// `assetType`: the asset's `type` (`Node`, `Disk`, `LoadBalancer`), compared without
+    /// case as `controllerKind` is (OpenCost compares the lower-cased type).
+    Type,
+    /// `category`: `Compute`, `Storage`, `Network`.
+    Category,
+    /// `cluster`: the cluster id.
+    Cluster,
+    /// `project`: this build records none, so it reads as empty.
+    Project,
+    /// `provider`.
+    Provider,
+    /// `providerID`.
+    ProviderId,
+    /// `account`: this build records none, so it reads as empty.
+    Account,
+    /// `service`: the billing service, `Kubernetes` for cluster assets.
+    Service,
+    /// `label[key]`: the value of the asset label with this sanitised key, empty when absent.
+    Label(String),
+}
+
+/// What looking a field name up in a target's table found.
+pub enum Lookup<F> {
+    /// The field.
+    Field(F),
+    /// A map field named without its `[key]`.
+    NeedsKey,
+    /// No such field for this target.
+    Unknown,
+}
+
+/// A target's table of filter fields.
+pub trait FilterField: Clone + std::fmt::Debug + PartialEq + Sized {
+    /// The other target, whose fields are refused with a hint rather than as typos.
+    type Other: FilterField;
+    /// What the target's rows are called, with the route that filters them.
+    const TARGET: &'static str;
+    /// The fields accepted, for errors.
+    const EXPECTED: &'static str;
+    /// The field `name` (with `key` when written `name[key]`).
+    fn lookup(name: &str, key: Option<&str>) -> Lookup<Self>;
+    /// Whether the field compares without case.
+    fn ignores_case(&self) -> bool;
+}
+
+impl FilterField for Field {
+    type Other = AssetField;
+    const TARGET: &'static str = "allocations (/model/allocation)";
+    const EXPECTED: &'static str = "cluster, node, namespace, controllerName, controllerKind, container, pod, services, label[..], annotation[..], department, environment, owner, product or team";
+
+    fn lookup(name: &str, key: Option<&str>) -> Lookup<Self> {
+        let label = |k: &str| Lookup::Field(Field::Label(k.to_string()));
+        match (name, key) {
+            ("cluster", None) => Lookup::Field(Field::Cluster),
+            ("node", None) => Lookup::Field(Field::Node),
+            ("namespace", None) => Lookup::Field(Field::Namespace),
+            ("controllerName", None) => Lookup::Field(Field::ControllerName),
+            ("controllerKind", None) => Lookup::Field(Field::ControllerKind),
+            ("container", None) => Lookup::Field(Field::Container),
+            ("pod", None) => Lookup::Field(Field::Pod),
+            ("services", None) => Lookup::Field(Field::Services),
+            ("label", Some(k)) => Lookup::Field(Field::Label(sanitize(k))),
+            ("annotation", Some(k)) => Lookup::Field(Field::Annotation(sanitize(k))),
+            ("department", None) => label("department"),
+            ("environment", None) => label("env"),
+            ("owner", None) => label("owner"),
+            ("product", None) => label("app"),
+            ("team", None) => label("team"),
+            ("label" | "annotation", None) => Lookup::NeedsKey,
+            _ => Lookup::Unknown,
+        }
+    }
+
+    fn ignores_case(&self) -> bool {
+        *self == Field::ControllerKind
+    }
+}
+
+impl FilterField for AssetField {
+    type Other = Field;
+    const TARGET: &'static str = "assets (/model/assets)";
+    const EXPECTED: &'static str = "name, assetType, category, cluster, project, provider, providerID, account, service or label[..]";
+
+    fn lookup(name: &str, key: Option<&str>) -> Lookup<Self> {
+        match (name, key) {
+            ("name", None) => Lookup::Field(AssetField::Name),
+            ("assetType", None) => Lookup::Field(AssetField::Type),
+            ("category", None) => Lookup::Field(AssetField::Category),
+            ("cluster", None) => Lookup::Field(AssetField::Cluster),
+            ("project", None) => Lookup::Field(AssetField::Project),
+            ("provider", None) => Lookup::Field(AssetField::Provider),
+            ("providerID", None) => Lookup::Field(AssetField::ProviderId),
+            ("account", None) => Lookup::Field(AssetField::Account),
+            ("service", None) => Lookup::Field(AssetField::Service),
+            ("label", Some(k)) => Lookup::Field(AssetField::Label(sanitize(k))),
+            ("label", None) => Lookup::NeedsKey,
+            _ => Lookup::Unknown,
+        }
+    }
+
+    fn ignores_case(&self) -> bool {
+        *self == AssetField::Type
+    }
+}
+
+/// What a row holds in one field.
+pub enum Value<'a> {
+    /// One string (empty when absent).
+    One(&'a str),
+    /// A list: the field matches when any item does (none, for a negated operator).
+    AnyOf(&'a [String]),
+}
+
+/// A row a filter over fields `F` can test.
+pub trait Row<F> {
+    /// The row's value of `field`.
+    fn value(&self, field: &F) -> Value<'_>;
+}
+
+impl Row<Field> for AllocationProperties {
+    fn value(&self, field: &Field) -> Value<'_> {
+        Value::One(match field {
+            Field::Cluster => &self.cluster,
+            Field::Node => &self.node,
+            Field::Namespace => &self.namespace,
+            Field::ControllerName => &self.controller,
+            Field::ControllerKind => &self.controller_kind,
+            Field::Container => &self.container,
+            Field::Pod => &self.pod,
+            Field::Label(k) => self.labels.get(k).map_or("", String::as_str),
+            Field::Annotation(k) => self.annotations.get(k).map_or("", String::as_str),
+            Field::Services => return Value::AnyOf(&self.services),
+        })
+    }
+}
+
+impl Row<AssetField> for Asset {
+    fn value(&self, field: &AssetField) -> Value<'_> {
+        Value::One(match field {
+            AssetField::Name => &self.name,
+            AssetField::Type => &self.kind,
+            AssetField::Category => &self.category,
+            AssetField::Cluster => &self.cluster,
+            AssetField::Provider => &self.provider,
+            AssetField::ProviderId => &self.provider_id,
+            AssetField::Service => &self.service,
+            AssetField::Label(k) => self.labels.get(k).map_or("", String::as_str),
+            // Not recorded by this build: compared as the empty string, as OpenCost compares
+            // an asset without them.
+            AssetField::Project | AssetField::Account => "",
+        })
+    }
+}
+
 /// A comparison operator.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Op {
@@ -104,9 +269,9 @@ impl Op {
     }
 }
 
-impl Filter {
-    /// Whether the allocation with these properties passes.
-    pub fn matches(&self, p: &AllocationProperties) -> bool {
+impl<F: FilterField> Filter<F> {
+    /// Whether the row (allocation properties, or an asset) passes.
+    pub fn matches<R: Row<F>>(&self, p: &R) -> bool {
         match self {
             Filter::And(fs) => fs.iter().all(|f| f.matches(p)),
             Filter::Or(fs) => fs.iter().any(|f| f.matches(p)),
@@ -123,7 +288,9 @@ impl Filter {
             Filter::Cmp(c) => c.values.len() as u64,
         }
     }
+}
 
+impl Filter<Field> {
     /// Whether an idle allocation on this cluster and node passes: clauses on other fields
     /// cannot be judged on idle and count as passed (idle is scaled by what they kept instead).
     pub fn matches_idle(&self, p: &AllocationProperties) -> bool {
@@ -136,9 +303,9 @@ impl Filter {
     }
 }
 
-impl Comparison {
-    fn new(field: Field, op: Op, mut values: Vec<String>) -> Self {
-        if field == Field::ControllerKind {
+impl<F: FilterField> Comparison<F> {
+    fn new(field: F, op: Op, mut values: Vec<String>) -> Self {
+        if field.ignores_case() {
             for v in &mut values {
                 v.make_ascii_lowercase();
             }
@@ -161,30 +328,13 @@ impl Comparison {
         }
     }
 
-    fn matches(&self, p: &AllocationProperties) -> bool {
-        let one = |have: &str| {
-            let any = if self.field == Field::ControllerKind {
-                self.any(&have.to_ascii_lowercase())
-            } else {
-                self.any(have)
-            };
-            if self.op.negated() { !any } else { any }
+    fn matches<R: Row<F>>(&self, row: &R) -> bool {
+        let any = match row.value(&self.field) {
+            Value::One(have) if self.field.ignores_case() => self.any(&have.to_ascii_lowercase()),
+            Value::One(have) => self.any(have),
+            Value::AnyOf(list) => list.iter().any(|s| self.any(s)),
         };
-        match &self.field {
-            Field::Cluster => one(&p.cluster),
-            Field::Node => one(&p.node),
-            Field::Namespace => one(&p.namespace),
-            Field::ControllerName => one(&p.controller),
-            Field::ControllerKind => one(&p.controller_kind),
-            Field::Container => one(&p.container),
-            Field::Pod => one(&p.pod),
-            Field::Label(k) => one(p.labels.get(k).map_or("", String::as_str)),
-            Field::Annotation(k) => one(p.annotations.get(k).map_or("", String::as_str)),
-            Field::Services => {
-                let any = p.services.iter().any(|s| self.any(s));
-                if self.op.negated() { !any } else { any }
-            }
-        }
+        if self.op.negated() { !any } else { any }
     }
 }
 
@@ -193,8 +343,18 @@ const MAX_FILTER_BYTES: usize = 16 * 1024;
 /// Deepest nesting of parentheses accepted: the parser recurses once per level.
 const MAX_DEPTH: usize = 32;
 
-/// Parses a filter; the error names the position and what was expected.
+/// Parses an allocation filter; the error names the position and what was expected.
 pub fn parse(text: &str) -> Result<Filter, String> {
+    parse_for(text)
+}
+
+/// Parses an asset filter (`/assets`); the error names the position and what was expected.
+pub fn parse_asset(text: &str) -> Result<Filter<AssetField>, String> {
+    parse_for(text)
+}
+
+/// Parses a filter over the fields of `F`.
+pub fn parse_for<F: FilterField>(text: &str) -> Result<Filter<F>, String> {
     if text.len() > MAX_FILTER_BYTES {
         return Err(format!(
             "filter is {} bytes long; at most {MAX_FILTER_BYTES} are accepted",
@@ -206,6 +366,7 @@ pub fn parse(text: &str) -> Result<Filter, String> {
         i: 0,
         text,
         depth: 0,
+        fields: std::marker::PhantomData::<F>,
     };
     let f = p.expr()?;
     p.ws();
@@ -215,14 +376,15 @@ pub fn parse(text: &str) -> Result<Filter, String> {
     Ok(f)
 }
 
-struct Parser<'a> {
+struct Parser<'a, F> {
     s: &'a [u8],
     i: usize,
     text: &'a str,
     depth: usize,
+    fields: std::marker::PhantomData<F>,
 }
 
-impl Parser<'_> {
+impl<F: FilterField> Parser<'_, F> {
     fn err(&self, expected: &str) -> String {
         let found = self
             .text
@@ -244,7 +406,7 @@ impl Parser<'_> {
         self.s.get(self.i).copied()
     }
 
-    fn expr(&mut self) -> Result<Filter, String> {
+    fn expr(&mut self) -> Result<Filter<F>, String> {
         let first = self.term()?;
         let mut terms = vec![first];
         let mut joiner: Option<u8> = None;
@@ -266,7 +428,7 @@ impl Parser<'_> {
         })
     }
 
-    fn term(&mut self) -> Result<Filter, String> {
+    fn term(&mut self) -> Result<Filter<F>, String> {
         if self.peek() == Some(b'(') {
             self.depth += 1;
             if self.depth > MAX_DEPTH {
@@ -298,7 +460,7 @@ impl Parser<'_> {
         &self.text[start..self.i]
     }
 
-    fn comparison(&mut self) -> Result<Comparison, String> {
+    fn comparison(&mut self) -> Result<Comparison<F>, String> {
         let at = self.i;
         let name = self.ident().to_string();
         if name.is_empty() {
@@ -329,33 +491,24 @@ impl Parser<'_> {
         } else {
             None
         };
-        let label = |k: &str| Field::Label(k.to_string());
-        let field = match (name.as_str(), key) {
-            ("cluster", None) => Field::Cluster,
-            ("node", None) => Field::Node,
-            ("namespace", None) => Field::Namespace,
-            ("controllerName", None) => Field::ControllerName,
-            ("controllerKind", None) => Field::ControllerKind,
-            ("container", None) => Field::Container,
-            ("pod", None) => Field::Pod,
-            ("services", None) => Field::Services,
-            ("label", Some(k)) => Field::Label(sanitize(&k)),
-            ("annotation", Some(k)) => Field::Annotation(sanitize(&k)),
-            ("department", None) => label("department"),
-            ("environment", None) => label("env"),
-            ("owner", None) => label("owner"),
-            ("product", None) => label("app"),
-            ("team", None) => label("team"),
-            ("label" | "annotation", None) => {
+        let field = match F::lookup(&name, key.as_deref()) {
+            Lookup::Field(f) => f,
+            Lookup::NeedsKey => {
                 return Err(format!(
                     "filter {:?}: {name} at position {at} needs a key, as in {name}[app]",
                     self.text
                 ));
             }
-            _ => {
+            Lookup::Unknown => {
+                // A field of the other target is no typo: say where it belongs.
+                let elsewhere = match F::Other::lookup(&name, key.as_deref()) {
+                    Lookup::Unknown => String::new(),
+                    _ => format!(" ({name} filters {}, not {})", F::Other::TARGET, F::TARGET),
+                };
                 return Err(format!(
-                    "filter {:?}: unknown field {name:?} at position {at}; expected cluster, node, namespace, controllerName, controllerKind, container, pod, services, label[..], annotation[..], department, environment, owner, product or team",
-                    self.text
+                    "filter {:?}: unknown field {name:?} at position {at}{elsewhere}; expected {}",
+                    self.text,
+                    F::EXPECTED
                 ));
             }
         };
@@ -547,5 +700,102 @@ mod tests {
             ")".repeat(MAX_DEPTH)
         );
         assert!(parse(&ok).is_ok());
+    }
+
+    fn asset(kind: &str, name: &str, cluster: &str) -> Asset {
+        Asset {
+            kind: kind.into(),
+            name: name.into(),
+            cluster: cluster.into(),
+            provider: "custom".into(),
+            provider_id: format!("i-{name}"),
+            category: "Compute".into(),
+            service: "Kubernetes".into(),
+            labels: [("pool".to_string(), "general".to_string())].into(),
+            ..Asset::default()
+        }
+    }
+
+    #[test]
+    fn every_asset_field_reads_its_own_value() {
+        let a = asset("Node", "gke-pool-1", "c1");
+        for (filter, want) in [
+            (r#"name:"gke-pool-1""#, true),
+            (r#"name:"gke-pool-2""#, false),
+            (r#"assetType:"Node""#, true),
+            (r#"assetType:"node""#, true),
+            (r#"assetType:"NODE","Disk""#, true),
+            (r#"assetType:"Disk""#, false),
+            (r#"category:"Compute""#, true),
+            (r#"category:"compute""#, false),
+            (r#"cluster:"c1""#, true),
+            (r#"provider:"custom""#, true),
+            (r#"providerID:"i-gke-pool-1""#, true),
+            (r#"service:"Kubernetes""#, true),
+            (r#"label[pool]:"general""#, true),
+            (r#"label[zone]:"""#, true),
+            // Not recorded by this build: the empty string.
+            (r#"account:"""#, true),
+            (r#"project:"p1""#, false),
+            (r#"project!:"p1""#, true),
+        ] {
+            assert_eq!(parse_asset(filter).unwrap().matches(&a), want, "{filter}");
+        }
+    }
+
+    #[test]
+    fn every_operator_works_on_assets() {
+        let a = asset("LoadBalancer", "shop/web-public", "c1");
+        for (filter, want) in [
+            (r#"name:"shop/web-public""#, true),
+            (r#"name!:"shop/web-public""#, false),
+            (r#"name~:"web""#, true),
+            (r#"name!~:"web""#, false),
+            (r#"name<~:"shop/""#, true),
+            (r#"name!<~:"shop/""#, false),
+            (r#"name~>:"-public""#, true),
+            (r#"name!~>:"-public""#, false),
+            (r#"assetType~:"balance""#, true),
+            (r#"assetType<~:"LOAD""#, true),
+            (r#"assetType!~>:"Balancer""#, false),
+        ] {
+            assert_eq!(parse_asset(filter).unwrap().matches(&a), want, "{filter}");
+        }
+        let f = parse_asset(r#"(assetType:"Node" | assetType:"Disk") + cluster!:"c2""#).unwrap();
+        assert!(f.matches(&asset("Disk", "d", "c1")));
+        assert!(!f.matches(&asset("Disk", "d", "c2")));
+        assert!(!f.matches(&a));
+    }
+
+    #[test]
+    fn a_field_of_the_other_target_is_refused_by_name_with_the_valid_ones() {
+        let e = parse_asset(r#"namespace:"kube-system""#).unwrap_err();
+        assert!(e.contains(r#"unknown field "namespace""#), "{e}");
+        assert!(e.contains("filters allocations (/model/allocation)"), "{e}");
+        assert!(e.contains(AssetField::EXPECTED), "{e}");
+        let e = parse(r#"assetType:"Node""#).unwrap_err();
+        assert!(e.contains(r#"unknown field "assetType""#), "{e}");
+        assert!(e.contains("filters assets (/model/assets)"), "{e}");
+        assert!(e.contains(Field::EXPECTED), "{e}");
+        // A plain typo gets no hint, and the allocation message is what it always was.
+        assert_eq!(
+            parse(r#"nmespace:"a""#).unwrap_err(),
+            r#"filter "nmespace:\"a\"": unknown field "nmespace" at position 0; expected cluster, node, namespace, controllerName, controllerKind, container, pod, services, label[..], annotation[..], department, environment, owner, product or team"#
+        );
+        let e = parse_asset(r#"nmae:"a""#).unwrap_err();
+        assert!(!e.contains("filters"), "{e}");
+        assert!(
+            parse_asset(r#"label:"a""#)
+                .unwrap_err()
+                .contains("needs a key")
+        );
+        assert!(
+            parse_asset(r#"cluster:"a" + services:"b""#)
+                .unwrap_err()
+                .contains(r#"unknown field "services""#)
+        );
+        let ok = parse_asset(r#"label[app.kubernetes.io/name]:"x""#).unwrap();
+        let Filter::Cmp(c) = ok else { panic!() };
+        assert_eq!(c.field, AssetField::Label("app_kubernetes_io_name".into()));
     }
 }

@@ -7,7 +7,7 @@ mod share;
 mod v1;
 pub mod window;
 
-pub use assets::{AssetQuery, AssetResult, parse_asset_query};
+pub use assets::{ANY, AssetProperty, AssetQuery, AssetResult, parse_asset_query};
 pub use share::{ShareSplit, Sharing};
 
 use std::collections::{BTreeMap, HashMap};
