@@ -163,8 +163,15 @@ async fn an_s3_secret_without_keys_takes_them_from_the_environment_and_keeps_its
         ],
     );
     let client = reqwest::Client::new();
+    // Built and backed up: a backup right after promotion, before anything is built, also
+    // leaves nothing pending, so wait for the sets too.
     wait_for(&p, &client, "/model/etl/status", |s, b| {
-        s == 200 && b["data"]["pendingSets"] == 0 && b["data"]["lastBackup"].is_string()
+        s == 200
+            && b["data"]["pendingSets"] == 0
+            && b["data"]["lastBackup"].is_string()
+            && b["data"]["coverage"]
+                .as_array()
+                .is_some_and(|c| c.len() == 4)
     })
     .await;
     let (m, ok) = verified(stores::minio_store(&bucket).as_ref()).await;
