@@ -154,6 +154,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     get(cfg, "/metrics", metrics);
     get(cfg, "/", status_page);
     get(cfg, "/index.html", status_page);
+    get(cfg, "/openapi.json", openapi);
     cfg.default_service(web::to(not_found));
 }
 
@@ -661,4 +662,11 @@ async fn status_page() -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/html; charset=utf-8")
         .body(STATUS_PAGE)
+}
+
+/// This API's OpenAPI document (`openapi.json` at the repository's root), compiled in.
+async fn openapi() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .body(include_str!("../../openapi.json"))
 }
