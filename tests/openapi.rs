@@ -206,6 +206,26 @@ fn configured_paths() -> BTreeSet<String> {
     // The function's body: up to the first line that closes it.
     let body = &src[start..start + src[start..].find("\n}\n").expect("configure() ends")];
     let compact: String = body.chars().filter(|c| !c.is_whitespace()).collect();
+    // Routes registered elsewhere (a helper taking `cfg`, `cfg.configure(...)`) would escape
+    // this scan: refuse them rather than pass without reading them.
+    let known = [
+        "cfg.app_data(",
+        "cfg.route(",
+        "cfg.service(",
+        "cfg.default_service(",
+    ];
+    for (i, _) in compact.match_indices("cfg") {
+        let at = &compact[i..];
+        let read = compact[..i].ends_with("#[")
+            || at.starts_with("cfg:&mut")
+            || at.starts_with("cfg,")
+            || known.iter().any(|k| at.starts_with(k));
+        assert!(
+            read,
+            "configure() hands `cfg` on in a way this test cannot read: {}",
+            &at[..at.len().min(60)]
+        );
+    }
     let prefixes: Vec<String> = compact
         .split_once("forprefixin[")
         .map(|(_, rest)| rest.split_once(']').unwrap().0)
