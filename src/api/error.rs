@@ -66,9 +66,6 @@ pub enum ApiError {
     /// No such route.
     #[error("no such endpoint: {0}")]
     NotFound(String),
-    /// A feature this build does not have (cloud costs).
-    #[error("{0}")]
-    NotEnabled(&'static str),
     /// The route exists but not for this method.
     #[error("method {method} is not allowed here; allowed: {allow}")]
     MethodNotAllowed {
@@ -103,7 +100,6 @@ impl ApiError {
             ApiError::Timeout { .. } => "timeout",
             ApiError::Overloaded { .. } => "overloaded",
             ApiError::Unavailable(_) | ApiError::Internal(_) => "error",
-            ApiError::NotEnabled(_) => "not_enabled",
             ApiError::NotFound(_)
             | ApiError::MethodNotAllowed { .. }
             | ApiError::UriTooLong { .. }
@@ -125,7 +121,6 @@ impl ResponseError for ApiError {
             ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
-            ApiError::NotEnabled(_) => StatusCode::NOT_IMPLEMENTED,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::UriTooLong { .. } => StatusCode::URI_TOO_LONG,
             ApiError::HeadTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,

@@ -185,6 +185,7 @@ fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route(head::OVERSIZED_PATH, web::to(oversized));
     get(cfg, "/", status_page);
     get(cfg, "/index.html", status_page);
+    get(cfg, "/openapi.json", openapi);
 }
 
 /// A route answering GET and HEAD with `handler`, and 405 to every other method.
@@ -580,10 +581,22 @@ async fn cluster_info_map(state: web::Data<AppState>) -> HttpResponse {
     }))
 }
 
-async fn cloud_cost() -> Result<HttpResponse, ApiError> {
-    Err(ApiError::NotEnabled(
-        "cloud costs are not enabled in this build: it builds allocation and asset costs from the cluster only (no cloud bill integration)",
-    ))
+/// What cloud-cost routes answer: there is no cloud bill here.
+pub const CLOUD_COSTS_NOT_ENABLED: &str = "cloud costs are not enabled in this build";
+
+/// The cloud-cost routes. They answer 200 with the envelope's `message` and `warning` and no
+/// `data` (never zeros): clients such as the Kubecost MCP server raise on any error status
+/// without reading the body, so a 200 is what carries the explanation to their users.
+async fn cloud_cost() -> HttpResponse {
+    let why = format!(
+        "{CLOUD_COSTS_NOT_ENABLED}: it builds allocation and asset costs from the cluster only, with no cloud bill integration, so there is no cloud cost data to answer with"
+    );
+    HttpResponse::Ok().json(serde_json::json!({
+        "code": 200,
+        "status": "not enabled",
+        "message": why,
+        "warning": why,
+    }))
 }
 
 /// The JSON of `/model/ha/status`.
@@ -729,7 +742,6 @@ async fn etl_status(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
             "snapshotGeneration": st.snapshot_generation,
             "snapshotUpdated": st.snapshot_updated,
             "lastBuild": st.last_write,
-            "lastBackup": st.last_write.or(st.snapshot_updated),
             "lastPoll": st.last_poll,
             "problems": st.missing,
             "lastBackup": st.last_backup,
@@ -824,4 +836,11 @@ async fn status_page() -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/html; charset=utf-8")
         .body(STATUS_PAGE)
+}
+
+/// This API's OpenAPI document (`openapi.json` at the repository's root), compiled in.
+async fn openapi() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .body(include_str!("../../openapi.json"))
 }
