@@ -163,6 +163,7 @@ impl Parts {
                 timeout: cfg.query_timeout,
                 heavy_cost: cfg.heavy_query_cost,
                 dialect: cfg.api_defaults,
+                hourly_retention: chrono::Duration::hours(i64::from(cfg.hourly_retention)),
             },
         })
     }
@@ -255,7 +256,11 @@ pub fn start(parts: Parts) -> Replica {
         }),
         shutting_down: Arc::new(AtomicBool::new(false)),
         supervisor,
-        limits: parts.limits,
+        // The hourly retention is the ETL's: queries read hourly sets only as far back as it.
+        limits: api::QueryLimits {
+            hourly_retention: parts.hourly_retention,
+            ..parts.limits
+        },
         #[cfg(feature = "test-support")]
         debug: api::DebugActors {
             poller: poller.clone(),

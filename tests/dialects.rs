@@ -512,7 +512,34 @@ async fn accumulate_by_month_and_quarter_follow_the_calendar() {
     let start = Utc
         .with_ymd_and_hms(end.year() - 1, 11, 15, 0, 0, 0)
         .unwrap();
-    for (by, months) in [("month", 1u32), ("quarter", 3)] {
+    let last_day = end - Duration::seconds(1);
+    // Quarters start in January, April, July and October.
+    let quarter_start = [1, 1, 1, 4, 4, 4, 7, 7, 7, 10, 10, 10];
+    let month_index = |y: i32, m: u32| i64::from(y) * 12 + i64::from(m) - 1;
+    for (by, count, period_start) in [
+        (
+            "month",
+            month_index(last_day.year(), last_day.month()) - month_index(start.year(), 11) + 1,
+            Utc.with_ymd_and_hms(last_day.year(), last_day.month(), 1, 0, 0, 0)
+                .unwrap(),
+        ),
+        (
+            "quarter",
+            (month_index(last_day.year(), quarter_start[last_day.month0() as usize])
+                - month_index(start.year(), 10))
+                / 3
+                + 1,
+            Utc.with_ymd_and_hms(
+                last_day.year(),
+                quarter_start[last_day.month0() as usize],
+                1,
+                0,
+                0,
+                0,
+            )
+            .unwrap(),
+        ),
+    ] {
         let (status, body) = get!(
             svc,
             format!(
@@ -522,20 +549,16 @@ async fn accumulate_by_month_and_quarter_follow_the_calendar() {
             )
         );
         assert_eq!(status, 200, "{body}");
-        // Expected steps, from the calendar.
-        let mut expect = Vec::new();
-        let mut t = start;
-        while t < end {
-            let first = Utc
-                .with_ymd_and_hms(t.year(), t.month0() / months * months + 1, 1, 0, 0, 0)
-                .unwrap();
-            let next = (first + chrono::Months::new(months)).min(end);
-            expect.push(next);
-            t = next;
-        }
-        assert_eq!(sets(&body).len(), expect.len(), "{by}");
-        let last = rows(&body).last().unwrap().1["window"]["end"].clone();
-        assert_eq!(last, rfc(end), "{by}: the last set holds yesterday");
+        assert_eq!(
+            sets(&body).len() as i64,
+            count,
+            "{by}: one set per calendar {by}"
+        );
+        // Only the last period holds data (yesterday): its set serves the whole period up to
+        // the window's end, from the period's first day.
+        let (_, row) = rows(&body).last().copied().unwrap();
+        assert_eq!(row["window"]["start"], rfc(period_start), "{by}");
+        assert_eq!(row["window"]["end"], rfc(end), "{by}");
     }
 }
 
@@ -692,4 +715,165 @@ async fn csv_exports_carry_the_rows_and_the_warning_in_headers() {
             "one row per allocation of the JSON answer"
         );
     }
+}
+
+#[actix_web::test]
+async fn sharing_with_idle_and_filters_neither_creates_nor_loses_money() {
+    let n = leader(Dialect::Kubecost).await;
+    let svc = service!(n);
+    let base = format!(
+        "/model/allocation?{}&aggregate=namespace&accumulate=true",
+        yesterday_param()
+    );
+    let (_, plain) = get!(svc, base.clone());
+    let whole = total(&rows(&plain), |_| true);
+    // Idle spread onto the allocations, and kube-system shared over them: the same money.
+    let (_, body) = get!(
+        svc,
+        format!("{base}&shareIdle=true&shareNamespaces=kube-system")
+    );
+    let r = rows(&body);
+    assert!(
+        !r.iter()
+            .any(|(k, _)| *k == "__idle__" || *k == "kube-system")
+    );
+    assert!(
+        close(total(&r, |_| true), whole),
+        "{} vs {whole}",
+        total(&r, |_| true)
+    );
+    // A filter and its complement, idle apart: together, the whole answer.
+    let shared = format!("{base}&shareNamespaces=kube-system");
+    let (_, all) = get!(svc, shared.clone());
+    let (_, a) = get!(svc, format!("{shared}&filter=namespace:%22backend%22"));
+    let (_, rest) = get!(svc, format!("{shared}&filter=namespace!:%22backend%22"));
+    let parts = total(&rows(&a), |_| true) + total(&rows(&rest), |_| true);
+    assert!(
+        close(parts, total(&rows(&all), |_| true)),
+        "{parts} vs {}",
+        total(&rows(&all), |_| true)
+    );
+    assert!(close(total(&rows(&all), |_| true), whole));
+}
+
+#[actix_web::test]
+async fn rates_divide_by_the_hours_of_data_not_the_window() {
+    let n = leader(Dialect::Kubecost).await;
+    let svc = service!(n);
+    let day = yesterday();
+    let (_, body) = get!(
+        svc,
+        format!(
+            "/model/allocation?{}&aggregate=cluster&accumulate=true",
+            yesterday_param()
+        )
+    );
+    let one_day = total(&rows(&body), |_| true);
+    // Thirty days of window hold one day of data: a daily rate is that day's cost.
+    let month = format!(
+        "window={},{}",
+        rfc(day.start - Duration::days(29)),
+        rfc(day.end)
+    );
+    let (_, body) = get!(
+        svc,
+        format!("/model/allocation?{month}&aggregate=cluster&accumulate=true&costMetric=daily")
+    );
+    let rate = total(&rows(&body), |_| true);
+    assert!(close(rate, one_day), "{rate} vs {one_day}");
+}
+
+#[actix_web::test]
+async fn long_and_odd_windows_are_read_whole_and_say_so() {
+    let n = leader(Dialect::Kubecost).await;
+    let svc = service!(n);
+    let day = yesterday();
+    // Unaligned, and reaching back past the hourly retention: read from daily sets.
+    let asked = format!(
+        "window={},{}",
+        rfc(day.start - Duration::days(3) + Duration::hours(5)),
+        rfc(day.end - Duration::hours(2))
+    );
+    let (status, body) = get!(
+        svc,
+        format!("/model/allocation?{asked}&aggregate=namespace&accumulate=true")
+    );
+    assert_eq!(status, 200, "{body}");
+    let warning = body["warning"].as_str().unwrap();
+    assert!(
+        warning.contains("widened") && warning.contains("daily"),
+        "{warning}"
+    );
+    for (name, a) in rows(&body) {
+        assert_eq!(
+            a["window"]["start"],
+            rfc(day.start - Duration::days(3)),
+            "{name}"
+        );
+        assert_eq!(
+            a["window"]["end"],
+            rfc(day.end),
+            "{name}: every row reports the served window"
+        );
+    }
+    let (_, whole) = get!(
+        svc,
+        format!(
+            "/model/allocation?window={},{}&aggregate=namespace&accumulate=true",
+            rfc(day.start - Duration::days(3)),
+            rfc(day.end)
+        )
+    );
+    assert!(close(
+        total(&rows(&body), |_| true),
+        total(&rows(&whole), |_| true)
+    ));
+    // A fraction of a second past midnight is not midnight.
+    let (_, body) = get!(
+        svc,
+        format!(
+            "/model/allocation?window={}.500Z,{}&aggregate=namespace&accumulate=true",
+            rfc(day.start).trim_end_matches('Z'),
+            rfc(day.end)
+        )
+    );
+    assert!(
+        body["warning"]
+            .as_str()
+            .is_some_and(|w| w.contains("widened")),
+        "{body}"
+    );
+    assert!(close(
+        total(&rows(&body), |_| true),
+        total(
+            &rows(
+                &get!(
+                    svc,
+                    format!(
+                        "/model/allocation?{}&aggregate=namespace&accumulate=true",
+                        yesterday_param()
+                    )
+                )
+                .1
+            ),
+            |_| true
+        )
+    ));
+    // OpenCost's compute answers one set, however many days the window holds.
+    let (status, body) = get!(
+        svc,
+        format!(
+            "/model/allocation/compute?window=2025-01-01T00:30:00Z,{}&aggregate=namespace",
+            rfc(day.end)
+        )
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(sets(&body).len(), 1);
+    // The summary's window derives from now: whole seconds too.
+    let (_, body) = get!(
+        svc,
+        "/model/allocation/summary?window=week&aggregate=namespace".to_string()
+    );
+    let end = body["data"]["window"]["end"].as_str().unwrap();
+    assert!(end.len() == 20 && !end.contains('.'), "{end}");
 }

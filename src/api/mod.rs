@@ -72,6 +72,18 @@ pub struct QueryLimits {
     pub heavy_cost: query::Cost,
     /// Whose defaults a query takes where a parameter is absent (`--api-defaults`).
     pub dialect: query::Dialect,
+    /// How long hourly sets are kept (set from `--hourly-retention` when the replica starts).
+    pub hourly_retention: chrono::Duration,
+}
+
+impl QueryLimits {
+    /// What bounds reading a query.
+    pub fn bounds(&self) -> query::Bounds {
+        query::Bounds {
+            max_steps: self.max_steps,
+            hourly_retention: self.hourly_retention,
+        }
+    }
 }
 
 impl Default for QueryLimits {
@@ -82,6 +94,7 @@ impl Default for QueryLimits {
             timeout: Duration::from_secs(30),
             heavy_cost: executor::HEAVY_COST,
             dialect: query::Dialect::Kubecost,
+            hourly_retention: chrono::Duration::hours(query::DEFAULT_HOURLY_RETENTION_HOURS),
         }
     }
 }
@@ -483,7 +496,7 @@ async fn allocation(
 ) -> Result<HttpResponse, ApiError> {
     let now = query_now();
     let query =
-        query::parse_allocation_query(&q, now, state.limits.max_steps, state.limits.dialect)?;
+        query::parse_allocation_query(&q, now, state.limits.bounds(), state.limits.dialect)?;
     run(&state, QueryKind::Allocation(query), now).await
 }
 
@@ -493,7 +506,7 @@ async fn allocation_summary(
 ) -> Result<HttpResponse, ApiError> {
     let now = query_now();
     let query =
-        query::parse_allocation_query(&q, now, state.limits.max_steps, state.limits.dialect)?;
+        query::parse_allocation_query(&q, now, state.limits.bounds(), state.limits.dialect)?;
     run(&state, QueryKind::Summary(query), now).await
 }
 
@@ -505,14 +518,19 @@ fn compute_query(
     q: &HashMap<String, String>,
     now: chrono::DateTime<Utc>,
 ) -> Result<query::AllocationQuery, ApiError> {
-    let mut query =
-        query::parse_allocation_query(q, now, state.limits.max_steps, state.limits.dialect)?;
-    if !["step", "accumulate", "accumulateBy"]
-        .iter()
-        .any(|k| q.get(*k).is_some_and(|v| !v.trim().is_empty()))
-    {
-        query.accumulate = query::Accumulate::All;
-    }
+    let given = |k: &str| q.get(k).map(|v| v.trim()).filter(|v| !v.is_empty());
+    let one_set = given("step").is_none()
+        && given("accumulateBy").is_none()
+        && given("accumulate")
+            .is_none_or(|v| matches!(v.to_ascii_lowercase().as_str(), "false" | "none"));
+    let query = if one_set {
+        // Decided before parsing, so the step limit judges the one set it will answer.
+        let mut q = q.clone();
+        q.insert("accumulate".into(), "true".into());
+        query::parse_allocation_query(&q, now, state.limits.bounds(), state.limits.dialect)?
+    } else {
+        query::parse_allocation_query(q, now, state.limits.bounds(), state.limits.dialect)?
+    };
     Ok(query)
 }
 
@@ -539,7 +557,7 @@ async fn assets(
     q: web::Query<HashMap<String, String>>,
 ) -> Result<HttpResponse, ApiError> {
     let now = query_now();
-    let query = query::parse_asset_query(&q, now, state.limits.max_steps, state.limits.dialect)?;
+    let query = query::parse_asset_query(&q, now, state.limits.bounds(), state.limits.dialect)?;
     run(&state, QueryKind::Assets(query), now).await
 }
 

@@ -530,7 +530,10 @@ impl Allocation {
         for (k, b) in &other.shared_cost_breakdown {
             self.shared_cost_breakdown
                 .entry(k.clone())
-                .or_default()
+                .or_insert_with(|| SharedCostBreakdown {
+                    name: b.name.clone(),
+                    ..SharedCostBreakdown::default()
+                })
                 .add(b);
         }
         // Peak usage belongs to one container over one window (`rawAllocationOnly`): a sum of

@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::filter::{self, AssetField, Filter};
 use super::{
-    CANCEL_CHECK_ROWS, Cancelled, Cost, Dialect, ENCODE_WEIGHT, Format, ParamError, bad,
+    Bounds, CANCEL_CHECK_ROWS, Cancelled, Cost, Dialect, ENCODE_WEIGHT, Format, ParamError, bad,
     check_steps, parse_bool, parse_count, parse_format, rank_and_page, reads_daily, steps, window,
 };
 use crate::model::{Asset, AssetSet, Resolution, UNALLOCATED, Window};
@@ -134,9 +134,10 @@ const V1_FILTERS: [&str; 10] = [
 pub fn parse_asset_query(
     params: &HashMap<String, String>,
     now: DateTime<Utc>,
-    max_steps: usize,
+    bounds: impl Into<Bounds>,
     dialect: Dialect,
 ) -> Result<AssetQuery, ParamError> {
+    let bounds = bounds.into();
     let get = |k: &str| params.get(k).map(|v| v.trim()).filter(|v| !v.is_empty());
     let raw = |k: &str| {
         params
@@ -146,7 +147,7 @@ pub fn parse_asset_query(
     };
     let window_text = get("window").ok_or_else(|| bad("window", "is required, e.g. window=7d"))?;
     let window = window::parse(window_text, now).map_err(|m| bad("window", m))?;
-    let (window, widened) = super::widen(window, now);
+    let (window, widened) = super::widen(window, now, bounds.hourly_retention);
     let aggregate = get("aggregate")
         .unwrap_or("")
         .split(',')
@@ -177,7 +178,7 @@ pub fn parse_asset_query(
     if !v1.is_empty() {
         // Ignoring a filter silently would answer totals for everything as if filtered.
         warnings.push(format!(
-            "{} not supported by this build and ignored: every asset is counted; use filter= (v2 syntax, e.g. filter=cluster:\"cluster-one\"+assetType:\"Node\")",
+            "{} not supported by this build and ignored (only filter= narrows assets); use filter= (v2 syntax, e.g. filter=cluster:\"cluster-one\"+assetType:\"Node\")",
             if v1.len() == 1 {
                 format!("{} is", v1[0])
             } else {
@@ -200,7 +201,7 @@ pub fn parse_asset_query(
     };
     let (resolution, _) = q.resolution(now);
     let step = (!q.accumulate).then(|| resolution.duration());
-    check_steps(window_text, q.window, step, now, max_steps)?;
+    check_steps(window_text, q.window, step, now, bounds.max_steps)?;
     Ok(q)
 }
 
@@ -287,8 +288,10 @@ impl AssetQuery {
                     }
                 }
             }
-            if self.disable_adjustments {
-                for a in acc.values_mut() {
+            for a in acc.values_mut() {
+                // Every asset of a set reports the window the set serves, as OpenCost's do.
+                a.window = Some(step);
+                if self.disable_adjustments {
                     a.adjustment = 0.0;
                 }
             }

@@ -191,7 +191,7 @@ pub enum CostMetric {
     /// The cost over the set's window (`cumulative`, the default).
     #[default]
     Cumulative,
-    /// The cost per hour of the set's window (`hourly`).
+    /// The cost per hour of data in the set's window (`hourly`).
     Hourly,
     /// The cost per day (`daily`).
     Daily,
@@ -200,9 +200,8 @@ pub enum CostMetric {
 }
 
 impl CostMetric {
-    /// The factor that turns a cost over `window` into this metric.
-    pub fn factor(self, window: &Window) -> f64 {
-        let hours = (window.end - window.start).num_seconds() as f64 / 3600.0;
+    /// The factor that turns a cost over `hours` of data into this metric (0 without data).
+    pub fn factor(self, hours: f64) -> f64 {
         let per = match self {
             CostMetric::Cumulative => return 1.0,
             CostMetric::Hourly => 1.0,
@@ -301,14 +300,50 @@ const UNSUPPORTED_ALLOCATION_PARAMS: [(&str, &str); 6] = [
     ),
 ];
 
+/// What bounds the reading of a query: the most sets it may return, and how far back hourly
+/// sets are kept (`--hourly-retention`): an unaligned window reaching further back is read
+/// from daily sets, or it would silently miss the hours already pruned.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Bounds {
+    /// The most sets one query may return (`--max-query-steps`).
+    pub max_steps: usize,
+    /// How long hourly sets are kept.
+    pub hourly_retention: Duration,
+}
+
+/// Kubecost's default hourly retention, 49 hours.
+pub const DEFAULT_HOURLY_RETENTION_HOURS: i64 = 49;
+
+impl From<usize> for Bounds {
+    fn from(max_steps: usize) -> Self {
+        Bounds {
+            max_steps,
+            hourly_retention: Duration::hours(DEFAULT_HOURLY_RETENTION_HOURS),
+        }
+    }
+}
+
 /// The window widened to whole sets of the resolution it is read at: start rounded down, end
 /// rounded up (an end at or after `now` is left as it is: the last set is the partial one).
-/// Also returns a warning when the window changed.
-pub(crate) fn widen(window: Window, now: DateTime<Utc>) -> (Window, Option<String>) {
-    let unit = if reads_daily(window, now) {
+/// Hourly sets serve a window only if its start is within the hourly retention (less the hour
+/// being pruned); an older one is widened to whole days. Also returns a warning when the window
+/// changed.
+pub(crate) fn widen(
+    window: Window,
+    now: DateTime<Utc>,
+    hourly_retention: Duration,
+) -> (Window, Option<String>) {
+    if reads_daily(window, now) {
         return (window, None);
+    }
+    let oldest_hour = now - hourly_retention + Duration::hours(1);
+    let (unit, what) = if window.start >= oldest_hour {
+        (Duration::hours(1), "hourly sets")
     } else {
-        Duration::hours(1)
+        (
+            Duration::days(1),
+            "daily sets (it reaches back past the hourly retention)",
+        )
     };
     let secs = unit.num_seconds();
     let floor = |t: DateTime<Utc>| {
@@ -326,7 +361,7 @@ pub(crate) fn widen(window: Window, now: DateTime<Utc>) -> (Window, Option<Strin
     }
     let fmt = |t: DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let warning = format!(
-        "window {}/{} was widened to {}/{}: it does not fall on the stored hourly sets, so the sets that cover it are served",
+        "window {}/{} was widened to {}/{}: it does not fall on the stored {what}, so the sets that cover it are served",
         fmt(window.start),
         fmt(window.end),
         fmt(widened.start),
@@ -340,9 +375,10 @@ pub(crate) fn widen(window: Window, now: DateTime<Utc>) -> (Window, Option<Strin
 pub fn parse_allocation_query(
     params: &HashMap<String, String>,
     now: DateTime<Utc>,
-    max_steps: usize,
+    bounds: impl Into<Bounds>,
     dialect: Dialect,
 ) -> Result<AllocationQuery, ParamError> {
+    let bounds = bounds.into();
     let get = |k: &str| params.get(k).map(|v| v.trim()).filter(|v| !v.is_empty());
     // Counts and steps are taken exactly as sent: `+1` arrives as " 1" (a `+` in a URL is a
     // space) and must not pass for 1.
@@ -356,7 +392,7 @@ pub fn parse_allocation_query(
         .ok_or_else(|| bad("window", "is required, e.g. window=7d or window=today"))?;
     let window = window::parse(window_text, now).map_err(|m| bad("window", m))?;
     let mut warnings = Vec::new();
-    let (window, widened) = widen(window, now);
+    let (window, widened) = widen(window, now, bounds.hourly_retention);
     warnings.extend(widened);
     let aggregate = match get("aggregate") {
         Some(a) => a
@@ -413,6 +449,15 @@ pub fn parse_allocation_query(
             ));
         }
     };
+    if step.is_some() && accumulate != Accumulate::None {
+        warnings
+            .push("step was ignored: accumulate (or accumulateBy) decides the sets".to_string());
+    }
+    if get("filter").is_some() && v1::to_v2(params).ok().flatten().is_some() {
+        warnings.push(
+            "the v1 filter parameters (filterNamespaces, ...) were ignored: filter is present and wins".to_string(),
+        );
+    }
     for (param, why) in UNSUPPORTED_ALLOCATION_PARAMS {
         if params.contains_key(param) {
             warnings.push(format!(
@@ -439,7 +484,13 @@ pub fn parse_allocation_query(
         format: parse_format(get("format"))?,
         warnings,
     };
-    check_steps(window_text, q.window, q.step_size(now), now, max_steps)?;
+    check_steps(
+        window_text,
+        q.window,
+        q.step_size(now),
+        now,
+        bounds.max_steps,
+    )?;
     Ok(q)
 }
 
@@ -556,7 +607,7 @@ pub struct AllocationResult {
 }
 
 fn day_aligned(t: DateTime<Utc>) -> bool {
-    t.timestamp().rem_euclid(86_400) == 0
+    t.timestamp().rem_euclid(86_400) == 0 && t.timestamp_subsec_nanos() == 0
 }
 
 /// Whether a window is read from daily sets: it starts at midnight and ends at midnight or
@@ -706,12 +757,21 @@ impl AllocationQuery {
                 return Err(Cancelled.into());
             }
             let range = sets.range((resolution, step.start)..(resolution, step.end));
+            let covered: f64 = sets
+                .range((resolution, step.start)..(resolution, step.end))
+                .map(|(_, s)| {
+                    (s.data_end.min(s.window.end) - s.window.start)
+                        .num_seconds()
+                        .max(0) as f64
+                })
+                .sum::<f64>()
+                / 3600.0;
             let mut allocations = self.aggregate_sets(range.map(|(_, s)| s.as_ref()), cancel)?;
-            let factor = self
-                .cost_metric
-                .factor(&Window::new(step.start, step.end.min(now).max(step.start)));
-            if self.cost_metric != CostMetric::Cumulative {
-                for a in &mut allocations {
+            let factor = self.cost_metric.factor(covered);
+            for a in &mut allocations {
+                // Every row of a set reports the window the set serves, as OpenCost's do.
+                a.window = Some(step);
+                if self.cost_metric != CostMetric::Cumulative {
                     a.scale_costs(factor);
                 }
             }
@@ -837,9 +897,9 @@ impl AllocationQuery {
                                 shared.insert(key, s);
                             }
                         }
-                        let e = kept.entry(a.properties.node.as_str()).or_default();
-                        e[2] += a.cpu_cost;
-                        e[3] += a.ram_cost;
+                        // A shared allocation's cost reaches the answer through the shares, so
+                        // it is left out of the node totals idle is scaled by: a filter keeps
+                        // the idle of what it kept of the rest.
                         continue;
                     }
                     base_cost += a.total_cost();
@@ -907,10 +967,8 @@ impl AllocationQuery {
                     }
                 }
             }
-            if self.share_idle {
-                share_idle(&mut out, idle.values());
-                idle.clear();
-            }
+            // Shared costs are weighted by each allocation's own cost, before idle is spread
+            // onto it: the weights then add up to the part of the base the answer holds.
             if let Some(sh) = sharing {
                 let hours = (set.data_end.min(set.window.end) - set.window.start).num_seconds()
                     as f64
@@ -923,6 +981,10 @@ impl AllocationQuery {
                     base_cost,
                     base_keys.len(),
                 );
+            }
+            if self.share_idle {
+                share_idle(&mut out, idle.values());
+                idle.clear();
             }
             for (key, a) in out.into_iter().chain(idle) {
                 match total.get_mut(&key) {
