@@ -247,30 +247,16 @@ async fn aggregates_keep_what_all_members_share() {
             "/model/allocation?{day}&aggregate=namespace&idle=false&includeAggregatedMetadata=true"
         )
     );
-    let (mut saw_team, mut saw_namespace) = (false, false);
+    let mut saw_team = false;
     for (name, a) in rows(&body) {
         let p = &a["properties"];
-        // Every pod of a demo namespace has its team label and the namespace's metadata (a
-        // namespace that also holds unmounted volumes shares none: they have no pod).
+        // Every pod of a demo namespace has its team label; the apps differ.
         saw_team |= p["labels"]["team"].is_string();
-        if let Some(ns) = p["namespaceLabels"]["kubernetes_io_metadata_name"].as_str() {
-            saw_namespace = true;
-            assert_eq!(ns, name);
-            assert!(p["namespaceAnnotations"]["cost_center"].is_string(), "{p}");
-        }
         if name == "kube-system" {
             assert!(p["labels"].get("app").is_none(), "apps differ: {p}");
         }
     }
-    assert!(saw_team && saw_namespace, "shared labels are kept");
-    // Unaggregated rows carry the source's annotations and namespace metadata.
-    let (_, body) = get!(svc, format!("/model/allocation?{day}&idle=false"));
-    let r = rows(&body);
-    let (_, first) = r.iter().find(|(k, _)| !k.contains("unmounted")).unwrap();
-    assert!(
-        first["properties"]["annotations"]["owner_email"].is_string(),
-        "{first}"
-    );
+    assert!(saw_team, "shared labels are kept");
 }
 
 #[actix_web::test]

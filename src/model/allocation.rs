@@ -677,4 +677,22 @@ mod tests {
             "nothing is invented"
         );
     }
+
+    #[test]
+    fn metadata_maps_are_written_under_opencosts_names_when_present() {
+        let one = |k: &str, v: &str| BTreeMap::from([(k.to_string(), v.to_string())]);
+        let p = AllocationProperties {
+            namespace: "ns".into(),
+            annotations: one("owner", "a"),
+            namespace_labels: one("team", "t"),
+            namespace_annotations: one("cost_center", "c"),
+            ..AllocationProperties::default()
+        };
+        let v = serde_json::to_value(&p).unwrap();
+        assert_eq!(v["annotations"]["owner"], "a");
+        assert_eq!(v["namespaceLabels"]["team"], "t");
+        assert_eq!(v["namespaceAnnotations"]["cost_center"], "c");
+        let empty = serde_json::to_value(AllocationProperties::default()).unwrap();
+        assert_eq!(empty, serde_json::json!({}), "absent maps are omitted");
+    }
 }
