@@ -9,10 +9,10 @@
 //! kubectl-cost is not tested: see the README's "API contract".
 
 mod proc;
+mod pytools;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use proc::{Proc, spawn, wait_for};
@@ -34,32 +34,9 @@ fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// The venv of `scripts/pytools` (installed if missing, once per test process).
+/// The venv of `scripts/pytools`.
 fn pytools() -> &'static Path {
-    static VENV: OnceLock<PathBuf> = OnceLock::new();
-    VENV.get_or_init(|| {
-        let out = Command::new(repo().join("scripts/pytools"))
-            .arg("path")
-            .output()
-            .expect("run scripts/pytools path");
-        assert!(
-            out.status.success(),
-            "scripts/pytools path failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let path = PathBuf::from(
-            String::from_utf8(out.stdout)
-                .unwrap()
-                .lines()
-                .last()
-                .expect("scripts/pytools path printed a path"),
-        );
-        assert!(
-            path.join("bin/ct-kubecost-mcp-server").is_file(),
-            "{path:?}"
-        );
-        path
-    })
+    pytools::venv(&["ct-kubecost-mcp-server"])
 }
 
 /// A standalone replica on the embedded demo cluster (two days of data), ready to answer.

@@ -17,11 +17,12 @@
 //! installs it first). Each schemathesis run is seeded and bounded in examples and time.
 
 mod proc;
+mod pytools;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::{Mutex, OnceLock};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use proc::{Proc, spawn, wait_for};
@@ -51,29 +52,9 @@ fn document() -> serde_json::Value {
         .expect("openapi.json is JSON")
 }
 
-/// The venv of `scripts/pytools` (installed if missing, once per test process).
+/// The venv of `scripts/pytools`.
 fn pytools() -> &'static Path {
-    static VENV: OnceLock<PathBuf> = OnceLock::new();
-    VENV.get_or_init(|| {
-        let out = Command::new(repo().join("scripts/pytools"))
-            .arg("path")
-            .output()
-            .expect("run scripts/pytools path");
-        assert!(
-            out.status.success(),
-            "scripts/pytools path failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let path = PathBuf::from(
-            String::from_utf8(out.stdout)
-                .unwrap()
-                .lines()
-                .last()
-                .expect("scripts/pytools path printed a path"),
-        );
-        assert!(path.join("bin/schemathesis").is_file(), "{path:?}");
-        path
-    })
+    pytools::venv(&["schemathesis"])
 }
 
 /// A standalone replica on the embedded demo cluster (two days of data), ready to answer.
