@@ -23,7 +23,6 @@ use cost_model::app::{self, Parts, Replica};
 use cost_model::election::{ManualElection, ManualHandle};
 use cost_model::etl::costing;
 use cost_model::etl::demo::DemoCluster;
-use cost_model::etl::source::DataSource;
 use cost_model::model::{EtlSet, Resolution, Window};
 use cost_model::storage::{CurrentSnapshot, WriteOutcome, WriteSets};
 use object_store::ObjectStore;
@@ -68,7 +67,7 @@ fn sets(hours_back: i64) -> Vec<EtlSet> {
         Resolution::Hour.window_containing(Utc::now()).start - chrono::Duration::hours(hours_back);
     let w = Window::new(start, start + chrono::Duration::hours(1));
     let (a, s) = costing::price(
-        &DemoCluster::new(1, 100).window(w, w.end).unwrap(),
+        &DemoCluster::new(1, 100).compute(w, w.end),
         Resolution::Hour,
         "cluster-one",
     );

@@ -9,7 +9,7 @@ use actix_web::{App, web};
 use object_store::ObjectStore;
 
 use crate::api::{self, AppState, QueryLimits, ReplicaInfo};
-use crate::config::{Config, ElectionMode};
+use crate::config::{Config, ElectionMode, SourceKind};
 use crate::election::kubernetes::KubernetesSettings;
 use crate::election::{ElectionBackend, Elector, FollowerElection, Shutdown, StandaloneElection};
 use crate::etl::demo::DemoCluster;
@@ -140,7 +140,7 @@ impl Parts {
             bucket,
             bucket_description,
             etl_dir: cfg.etl_dir.clone(),
-            source: Arc::new(DemoCluster::new(cfg.demo_seed, cfg.demo_pods)),
+            source: source(cfg)?,
             backend,
             poll_interval: cfg.poll_interval,
             object_retry: cfg.poll_interval * 2,
@@ -167,6 +167,38 @@ impl Parts {
             },
         })
     }
+}
+
+/// The data source the configuration selects.
+fn source(cfg: &Config) -> Result<Arc<dyn DataSource>, RunError> {
+    use crate::etl::prometheus::{PrometheusSource, Settings, client::Client};
+    Ok(match cfg.source() {
+        SourceKind::Demo => Arc::new(DemoCluster::new(cfg.demo_seed, cfg.demo_pods)),
+        SourceKind::Prometheus => {
+            let conn = cfg.prometheus_connection().map_err(RunError::Config)?;
+            let url = crate::redact::userinfo(&conn.url).into_owned();
+            let client = Client::new(conn).map_err(|(_, e)| RunError::Config(e))?;
+            let pricing = match &cfg.pricing_file {
+                Some(p) => crate::etl::pricing::Pricing::load(p)
+                    .map_err(|e| RunError::Config(format!("{}: {e}", cfg.name_of("pricing_file"))))?,
+                None => crate::etl::pricing::Pricing::default(),
+            };
+            tracing::info!(%url, resolution_s = cfg.resolution, concurrency = cfg.max_query_concurrency, "cost data from Prometheus");
+            Arc::new(PrometheusSource::new(
+                client,
+                Settings {
+                    resolution: Duration::from_secs(cfg.resolution),
+                    max_query_duration: Duration::from_secs(
+                        cfg.max_prometheus_query_duration_minutes * 60,
+                    ),
+                    cluster_filter: cfg
+                        .prometheus_cluster_filter
+                        .then(|| (cfg.prometheus_cluster_label.clone(), cfg.cluster_id.clone())),
+                    pricing,
+                },
+            ))
+        }
+    })
 }
 
 /// Starts every actor. Must run inside an actix system.
@@ -205,6 +237,7 @@ pub fn start(parts: Parts) -> Replica {
         supervisor.lifeline("poller"),
     )
     .start();
+    let etl_progress = crate::etl::status::EtlProgress::new(parts.source.name());
     let etl = EtlWriter::new(
         EtlConfig {
             cluster_id: parts.cluster_id.clone(),
@@ -214,6 +247,8 @@ pub fn start(parts: Parts) -> Replica {
         },
         parts.source,
         storage.clone(),
+        metrics.clone(),
+        etl_progress.clone(),
         supervisor.lifeline("etl"),
     )
     .start();
@@ -238,6 +273,8 @@ pub fn start(parts: Parts) -> Replica {
     let state = AppState {
         storage: storage.clone(),
         elector: elector.clone(),
+        etl: etl.clone(),
+        etl_progress,
         executor: api::executor::start(
             parts.max_cheap_queries,
             parts.query_threads,

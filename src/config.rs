@@ -105,9 +105,81 @@ pub struct Config {
     #[arg(long, env = "DATA_SOURCE", value_enum)]
     pub source: Option<SourceKind>,
 
-    /// Prometheus base URL.
+    /// Prometheus base URL, with any path prefix (`http://prometheus:9090/prometheus`); Thanos,
+    /// Mimir and VictoriaMetrics query URLs work too. Setting it selects the Prometheus source.
     #[arg(long, env = "PROMETHEUS_SERVER_ENDPOINT")]
     pub prometheus_url: Option<String>,
+
+    /// A bearer token sent to Prometheus.
+    #[arg(long, env = "DB_BEARER_TOKEN", hide_env_values = true)]
+    pub prometheus_bearer_token: Option<String>,
+
+    /// A file holding a bearer token for Prometheus, read again for every query (a projected
+    /// service-account token rotates).
+    #[arg(long, env = "PROMETHEUS_BEARER_TOKEN_FILE")]
+    pub prometheus_bearer_token_file: Option<PathBuf>,
+
+    /// Basic-auth user for Prometheus.
+    #[arg(long, env = "DB_BASIC_AUTH_USERNAME")]
+    pub prometheus_username: Option<String>,
+
+    /// Basic-auth password for Prometheus.
+    #[arg(long, env = "DB_BASIC_AUTH_PW", hide_env_values = true)]
+    pub prometheus_password: Option<String>,
+
+    /// The `X-Scope-OrgID` header (the tenant of Mimir, Cortex or Loki-style gateways).
+    #[arg(long, env = "PROMETHEUS_HEADER_X_SCOPE_ORGID")]
+    pub prometheus_org_id: Option<String>,
+
+    /// An extra header for Prometheus, `Name: value`; repeat the flag for more.
+    #[arg(long = "prometheus-header", value_name = "NAME: VALUE")]
+    pub prometheus_headers: Vec<String>,
+
+    /// A PEM file of CA certificates that sign Prometheus's certificate.
+    #[arg(long, env = "PROMETHEUS_CA_FILE")]
+    pub prometheus_ca_file: Option<PathBuf>,
+
+    /// Accept any certificate from Prometheus (testing only).
+    #[arg(long, env = "INSECURE_SKIP_VERIFY", default_value_t = false,
+          action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true",
+          value_parser = clap::builder::BoolishValueParser::new())]
+    pub prometheus_insecure_skip_verify: bool,
+
+    /// How long one Prometheus query may take.
+    #[arg(long, env = "PROMETHEUS_QUERY_TIMEOUT", default_value = "2m", value_parser = duration)]
+    pub prometheus_timeout: Duration,
+
+    /// Retries of a failed Prometheus query, with backoff, before the batch is given up until
+    /// the next ETL run.
+    #[arg(long, env = "PROMETHEUS_QUERY_RETRIES", default_value_t = 3)]
+    pub prometheus_retries: u32,
+
+    /// Prometheus queries in flight at once (Kubecost's maxQueryConcurrency).
+    #[arg(long, env = "MAX_QUERY_CONCURRENCY", default_value_t = 5)]
+    pub max_query_concurrency: usize,
+
+    /// The longest range one Prometheus query covers, in minutes; longer ranges are split
+    /// (Kubecost's maxPrometheusQueryDurationMinutes).
+    #[arg(long, env = "ETL_MAX_PROMETHEUS_QUERY_DURATION_MINUTES", default_value_t = 1440)]
+    pub max_prometheus_query_duration_minutes: u64,
+
+    /// Query only this cluster's series (`<cluster label>="<CLUSTER_ID>"` on every selector), for
+    /// a Prometheus or Thanos that holds several clusters.
+    #[arg(long, env = "CURRENT_CLUSTER_ID_FILTER_ENABLED", default_value_t = false,
+          action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true",
+          value_parser = clap::builder::BoolishValueParser::new())]
+    pub prometheus_cluster_filter: bool,
+
+    /// The label that names the cluster in Prometheus.
+    #[arg(long, env = "PROM_CLUSTER_ID_LABEL", default_value = "cluster_id")]
+    pub prometheus_cluster_label: String,
+
+    /// Custom pricing JSON (OpenCost's `default.json` keys: CPU, spotCPU, RAM, spotRAM, GPU,
+    /// spotGPU, storage, zoneNetworkEgress, regionNetworkEgress, internetNetworkEgress,
+    /// defaultLBPrice; hourly, as strings) for nodes, volumes and load balancers Prometheus has
+    /// no price for [default: OpenCost's default prices].
+    #[arg(long, env = "PRICING_FILE")]
+    pub pricing_file: Option<PathBuf>,
 
     /// Pods running at once in the demo cluster.
     #[arg(long, env = "DEMO_PODS", default_value_t = 300)]
@@ -129,7 +201,8 @@ pub struct Config {
     #[arg(long, env = "ETL_HOURLY_STORE_DURATION_HOURS", default_value_t = 49)]
     pub hourly_retention: u32,
 
-    /// Prometheus query resolution, in seconds.
+    /// Prometheus query resolution (the step of every range query), in seconds; it must divide
+    /// an hour.
     #[arg(long, env = "ETL_RESOLUTION_SECONDS", default_value_t = 300)]
     pub resolution: u64,
 
@@ -232,9 +305,12 @@ impl Config {
                 && let Some(var) = arg.get_env().and_then(|v| v.to_str())
             {
                 let value = env(var).unwrap_or_default();
-                cfg.origins
-                    .from_env
-                    .insert(id.to_string(), format!("{var}={value}"));
+                let origin = if arg.is_hide_env_values_set() {
+                    var.to_string()
+                } else {
+                    format!("{var}={value}")
+                };
+                cfg.origins.from_env.insert(id.to_string(), origin);
             }
         }
         cfg.apply_kubecost_env(env);
@@ -288,6 +364,85 @@ impl Config {
     pub fn listen(&self) -> SocketAddr {
         self.listen
             .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 9003)))
+    }
+
+    /// How to reach Prometheus, from the `--prometheus-*` settings; the error names the setting.
+    pub fn prometheus_connection(
+        &self,
+    ) -> Result<crate::etl::prometheus::client::Connection, String> {
+        use crate::etl::prometheus::client::{Connection, Secret};
+        let url = self.prometheus_url.clone().unwrap_or_default();
+        let mut headers = Vec::new();
+        for h in &self.prometheus_headers {
+            let Some((name, value)) = h.split_once(':') else {
+                return Err(format!(
+                    "--prometheus-header `{}` must be `Name: value`",
+                    h.split(':').next().unwrap_or_default()
+                ));
+            };
+            headers.push((name.trim().to_string(), Secret(value.trim().to_string())));
+        }
+        if let Some(org) = self.prometheus_org_id.as_ref().filter(|o| !o.is_empty()) {
+            headers.push(("X-Scope-OrgID".into(), Secret(org.clone())));
+        }
+        let basic_auth = match (&self.prometheus_username, &self.prometheus_password) {
+            (Some(u), p) if !u.is_empty() => {
+                Some((u.clone(), Secret(p.clone().unwrap_or_default())))
+            }
+            (_, Some(p)) if !p.is_empty() => {
+                return Err(format!(
+                    "{} is set without {}",
+                    self.name_of("prometheus_password"),
+                    self.name_of("prometheus_username")
+                ));
+            }
+            _ => None,
+        };
+        let bearer_token = self
+            .prometheus_bearer_token
+            .clone()
+            .filter(|t| !t.is_empty())
+            .map(Secret);
+        if bearer_token.is_some() && self.prometheus_bearer_token_file.is_some() {
+            return Err(format!(
+                "{} and {} are exclusive: set one",
+                self.name_of("prometheus_bearer_token"),
+                self.name_of("prometheus_bearer_token_file")
+            ));
+        }
+        if (bearer_token.is_some() || self.prometheus_bearer_token_file.is_some())
+            && basic_auth.is_some()
+        {
+            return Err(format!(
+                "{} and a bearer token are exclusive: set one",
+                self.name_of("prometheus_username")
+            ));
+        }
+        let conn = Connection {
+            url,
+            bearer_token,
+            bearer_token_file: self.prometheus_bearer_token_file.clone(),
+            basic_auth,
+            headers,
+            ca_file: self.prometheus_ca_file.clone(),
+            insecure_skip_verify: self.prometheus_insecure_skip_verify,
+            timeout: self.prometheus_timeout,
+            retries: self.prometheus_retries,
+            concurrency: self.max_query_concurrency,
+        };
+        // Building the client checks the URL, the CA file and the headers.
+        crate::etl::prometheus::client::Client::new(conn.clone()).map_err(|(setting, e)| {
+            let name = match setting {
+                "ca_file" => self.name_of("prometheus_ca_file"),
+                "headers" if self.prometheus_headers.is_empty() => {
+                    self.name_of("prometheus_org_id")
+                }
+                "headers" => "--prometheus-header".to_string(),
+                _ => self.name_of("prometheus_url"),
+            };
+            format!("{name}: {e}")
+        })?;
+        Ok(conn)
     }
 
     /// The data source in force.
@@ -386,13 +541,49 @@ impl Config {
             ));
         }
         if self.source() == SourceKind::Prometheus {
-            return err(format!(
-                "{} is not supported by this build yet; use --source demo",
-                if self.source.is_some() {
+            if self.prometheus_url.is_none() {
+                return err(format!(
+                    "{} needs --prometheus-url (PROMETHEUS_SERVER_ENDPOINT)",
                     n("source")
-                } else {
-                    n("prometheus_url")
-                }
+                ));
+            }
+            if let Err(e) = self.prometheus_connection() {
+                return err(e);
+            }
+            if let Some(path) = &self.pricing_file
+                && let Err(e) = crate::etl::pricing::Pricing::load(path)
+            {
+                return err(format!("{}: {e}", n("pricing_file")));
+            }
+        }
+        if self.max_query_concurrency == 0 || self.max_query_concurrency > 100 {
+            return err(format!(
+                "{} ({}) must be between 1 and 100",
+                n("max_query_concurrency"),
+                self.max_query_concurrency
+            ));
+        }
+        if self.max_prometheus_query_duration_minutes == 0
+            || self.max_prometheus_query_duration_minutes > 60 * 24 * 31
+        {
+            return err(format!(
+                "{} ({}) must be between 1 and 44640 minutes",
+                n("max_prometheus_query_duration_minutes"),
+                self.max_prometheus_query_duration_minutes
+            ));
+        }
+        if self.prometheus_retries > 20 {
+            return err(format!(
+                "{} ({}) must be at most 20",
+                n("prometheus_retries"),
+                self.prometheus_retries
+            ));
+        }
+        if self.prometheus_timeout.is_zero() || self.prometheus_timeout > MAX_TIMING {
+            return err(format!(
+                "{} ({}) must be greater than 0 and at most 1 day",
+                n("prometheus_timeout"),
+                d(self.prometheus_timeout)
             ));
         }
         if !(1..=MAX_HOURLY_RETENTION_HOURS).contains(&self.hourly_retention) {
@@ -416,9 +607,9 @@ impl Config {
                 d(self.backfill)
             ));
         }
-        if !(1..=3600).contains(&self.resolution) {
+        if !(1..=3600).contains(&self.resolution) || 3600 % self.resolution != 0 {
             return err(format!(
-                "{} ({}) must be between 1 and 3600 seconds",
+                "{} ({}) must be between 1 and 3600 seconds and divide an hour (60, 300, 600, ...)",
                 n("resolution"),
                 self.resolution
             ));

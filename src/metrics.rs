@@ -84,6 +84,12 @@ pub struct Metrics {
     pub lane_admitted: Family<LaneLabel, Gauge>,
     /// Failed election attempts by kind (`unreachable`, `forbidden`, `api`, ...).
     pub election_failures: Family<ResultLabel, Counter>,
+    /// The cost-model's own cost metrics (set by the leader's ETL only).
+    pub cost: crate::etl::costmetrics::CostMetrics,
+    /// Prometheus queries the ETL's source has issued (retries included).
+    pub source_queries: Counter,
+    /// ETL batches that failed because the source could not answer.
+    pub source_failures: Counter,
 }
 
 impl Default for Metrics {
@@ -117,7 +123,21 @@ impl Metrics {
             query_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
             lane_admitted: Family::default(),
             election_failures: Family::default(),
+            cost: Default::default(),
+            source_queries: Counter::default(),
+            source_failures: Counter::default(),
         };
+        m.cost.register(&mut r);
+        r.register(
+            "costmodel_source_queries",
+            "Queries the ETL's data source issued, retries included",
+            m.source_queries.clone(),
+        );
+        r.register(
+            "costmodel_source_failures",
+            "ETL batches that failed because the data source could not answer",
+            m.source_failures.clone(),
+        );
         r.register(
             "costmodel_is_leader",
             "1 while this replica leads",

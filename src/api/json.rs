@@ -473,7 +473,6 @@ mod tests {
     use super::*;
     use crate::etl::costing;
     use crate::etl::demo::DemoCluster;
-    use crate::etl::source::DataSource;
     use crate::model::Resolution;
     use crate::query::{AllocationQuery, AssetQuery};
     use chrono::TimeZone;
@@ -496,7 +495,7 @@ mod tests {
                 day + chrono::Duration::days(d),
                 day + chrono::Duration::days(d + 1),
             );
-            let (a, s) = costing::price(&c.window(w, w.end).unwrap(), Resolution::Day, "c1");
+            let (a, s) = costing::price(&c.compute(w, w.end), Resolution::Day, "c1");
             allocs.insert((Resolution::Day, w.start), Arc::new(a));
             assets.insert((Resolution::Day, w.start), Arc::new(s));
         }

@@ -106,6 +106,10 @@ pub struct AppState {
     pub storage: Addr<Storage>,
     /// The elector.
     pub elector: Addr<Elector>,
+    /// The ETL writer (repairs).
+    pub etl: Addr<crate::etl::EtlWriter>,
+    /// What the ETL reports about its source.
+    pub etl_progress: crate::etl::status::EtlProgress,
     /// The query lanes.
     pub executor: Executor,
     /// Shared metrics.
@@ -187,6 +191,11 @@ fn routes(cfg: &mut web::ServiceConfig) {
         get(cfg, &format!("{prefix}/ha/status"), ha_status);
         get(cfg, &format!("{prefix}/ha/group"), ha_group);
         get(cfg, &format!("{prefix}/etl/status"), etl_status);
+        for kind in ["allocation", "asset"] {
+            let path = format!("{prefix}/etl/{kind}/repair");
+            cfg.route(&path, web::get().to(etl_repair));
+            cfg.route(&path, web::post().to(etl_repair));
+        }
         get(cfg, &format!("{prefix}/healthz"), healthz);
         get(cfg, &format!("{prefix}/readyz"), readyz);
         get(cfg, &format!("{prefix}/metrics"), metrics);
@@ -771,8 +780,53 @@ async fn etl_status(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
             "foreignWriter": st.foreign_writer.map(|e| e.to_string()),
             "etlDir": st.etl_dir,
             "bucket": st.bucket,
+            "source": state.etl_progress.get(),
         }
     })))
+}
+
+/// Kubecost's `/model/etl/{allocation,asset}/repair?window=`: the leader rebuilds every complete
+/// day and hour overlapping the window from its source (allocations and assets are built
+/// together, so either route rebuilds both). A follower answers 409 naming the leader.
+async fn etl_repair(
+    state: web::Data<AppState>,
+    q: web::Query<HashMap<String, String>>,
+) -> Result<HttpResponse, ApiError> {
+    let Some(text) = q.get("window").filter(|w| !w.is_empty()) else {
+        return Err(crate::query::bad(
+            "window",
+            "is required, e.g. window=2026-11-01T00:00:00Z,2026-11-03T00:00:00Z or window=7d",
+        )
+        .into());
+    };
+    let window =
+        crate::query::window::parse(text, query_now()).map_err(|e| crate::query::bad("window", e))?;
+    match state.etl.send(crate::etl::Repair { window }).await? {
+        Ok(days) => Ok(HttpResponse::Ok().json(serde_json::json!({
+            "code": 200,
+            "status": "success",
+            "data": {
+                "message": format!("rebuilding {days} day(s) from the {} source; progress in /model/etl/status", state.etl_progress.get().source),
+                "days": days,
+                "window": window,
+            }
+        }))),
+        Err(crate::etl::RepairRefused::NotLeader) => {
+            let leader = state.elector.send(crate::election::GetClaim).await?.leader;
+            Ok(HttpResponse::Conflict().json(serde_json::json!({
+                "code": 409,
+                "message": format!(
+                    "this replica ({}) is a follower and does not build; send the repair to the leader{}",
+                    state.info.identity,
+                    leader.as_ref().map(|l| format!(" ({l})")).unwrap_or_default()
+                ),
+                "leader": leader,
+            })))
+        }
+        Err(e @ crate::etl::RepairRefused::Empty) => {
+            Err(crate::query::bad("window", e.to_string()).into())
+        }
+    }
 }
 
 /// Liveness: every critical actor is alive.

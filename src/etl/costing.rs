@@ -26,9 +26,10 @@ pub fn price(
 
     for c in &cw.containers {
         let node = nodes.get(c.node.as_str());
-        let (cpu_price, ram_price, provider_id) = node.map_or((0.0, 0.0, String::new()), |n| {
-            (n.cpu_price, n.ram_price, n.provider_id.clone())
-        });
+        let (cpu_price, ram_price, gpu_price, provider_id) = node
+            .map_or((0.0, 0.0, 0.0, String::new()), |n| {
+                (n.cpu_price, n.ram_price, n.gpu_price, n.provider_id.clone())
+            });
         pods.entry((c.namespace.as_str(), c.pod.as_str()))
             .or_default()
             .push(allocations.len());
@@ -67,8 +68,33 @@ pub fn price(
             ram_cost: c.ram_byte_hours / GIB * ram_price,
             cpu_core_usage_max: c.cpu_usage_max,
             ram_byte_usage_max: c.ram_usage_max,
+            gpu_request_average: c.gpu_request_avg,
+            gpu_usage_average: c.gpu_usage_avg,
+            gpu_hours: c.gpu_hours,
+            gpu_cost: c.gpu_hours * gpu_price,
             ..Allocation::default()
         });
+    }
+
+    // Network: a pod's traffic, split evenly over its containers.
+    let egress = cw.egress_prices;
+    for n in &cw.networks {
+        let Some(idx) = pods.get(&(n.namespace.as_str(), n.pod.as_str())) else {
+            continue;
+        };
+        let share = 1.0 / idx.len() as f64;
+        let zone = n.zone_egress_bytes / GIB * egress.zone * share;
+        let region = n.region_egress_bytes / GIB * egress.region * share;
+        let internet = n.internet_egress_bytes / GIB * egress.internet * share;
+        for &i in idx {
+            let a = &mut allocations[i];
+            a.network_transfer_bytes += n.transfer_bytes * share;
+            a.network_receive_bytes += n.receive_bytes * share;
+            a.network_cross_zone_cost += zone;
+            a.network_cross_region_cost += region;
+            a.network_internet_cost += internet;
+            a.network_cost += zone + region + internet;
+        }
     }
 
     let mut assets = Vec::new();
@@ -92,43 +118,40 @@ pub fn price(
             storage_class: v.storage_class.clone(),
             claim_name: v.claim_name.clone(),
             claim_namespace: v.claim_namespace.clone(),
-            cost: v.bytes / GIB * vol_window.hours() * v.price,
+            cost: v.bytes / GIB * (v.unmounted_hours + v.mounts.iter().map(|m| m.hours).sum::<f64>())
+                * v.price,
             ..Asset::default()
         });
-        let targets = v
-            .mounted_by
-            .as_ref()
-            .and_then(|(ns, pod)| pods.get(&(ns.as_str(), pod.as_str())))
-            .filter(|idx| !idx.is_empty());
-        match targets {
-            Some(idx) => {
-                let n = idx.len() as f64;
-                for &i in idx {
-                    let a = &mut allocations[i];
-                    let run = Window::new(a.start.unwrap_or(v.start), a.end.unwrap_or(v.end));
-                    let hours = run.intersect(&vol_window).map_or(0.0, |w| w.hours());
-                    a.pvs.insert(
-                        key.clone(),
-                        PvAllocation {
-                            byte_hours: v.bytes * hours / n,
-                            cost: v.bytes / GIB * hours * v.price / n,
+        let pv_cost = |hours: f64| v.bytes / GIB * hours * v.price;
+        let pv_alloc = |hours: f64, n: f64| PvAllocation {
+            byte_hours: v.bytes * hours / n,
+            cost: pv_cost(hours) / n,
+            provider_id: v.provider_id.clone(),
+        };
+        // A mount whose pod ran no container here is charged as unmounted, not lost.
+        let mut unmounted_hours = v.unmounted_hours;
+        for m in &v.mounts {
+            match pods.get(&(m.namespace.as_str(), m.pod.as_str())) {
+                Some(idx) if !idx.is_empty() => {
+                    let n = idx.len() as f64;
+                    for &i in idx {
+                        let e = allocations[i].pvs.entry(key.clone()).or_insert(PvAllocation {
+                            byte_hours: 0.0,
+                            cost: 0.0,
                             provider_id: v.provider_id.clone(),
-                        },
-                    );
+                        });
+                        let add = pv_alloc(m.hours, n);
+                        e.byte_hours += add.byte_hours;
+                        e.cost += add.cost;
+                    }
                 }
+                _ => unmounted_hours += m.hours,
             }
-            None => {
-                let mut a = unmounted(cluster, &v.claim_namespace, window, vol_window);
-                a.pvs.insert(
-                    key,
-                    PvAllocation {
-                        byte_hours: v.bytes * vol_window.hours(),
-                        cost: v.bytes / GIB * vol_window.hours() * v.price,
-                        provider_id: v.provider_id.clone(),
-                    },
-                );
-                allocations.push(a);
-            }
+        }
+        if unmounted_hours > 1e-9 {
+            let mut a = unmounted(cluster, &v.claim_namespace, window, vol_window);
+            a.pvs.insert(key, pv_alloc(unmounted_hours, 1.0));
+            allocations.push(a);
         }
     }
 
@@ -188,11 +211,12 @@ pub fn price(
     }
 
     // Idle per node: what the node cost minus what its containers were charged.
-    let mut charged: BTreeMap<&str, (f64, f64)> = BTreeMap::new();
+    let mut charged: BTreeMap<&str, (f64, f64, f64)> = BTreeMap::new();
     for a in &allocations {
         let e = charged.entry(a.properties.node.as_str()).or_default();
         e.0 += a.cpu_cost;
         e.1 += a.ram_cost;
+        e.2 += a.gpu_cost;
     }
     let mut idles = Vec::with_capacity(cw.nodes.len());
     for n in &cw.nodes {
@@ -200,7 +224,9 @@ pub fn price(
         let hours = node_window.hours();
         let cpu_cost = n.cpu_cores * hours * n.cpu_price;
         let ram_cost = n.ram_bytes / GIB * hours * n.ram_price;
-        let (cpu_charged, ram_charged) = charged.get(n.name.as_str()).copied().unwrap_or_default();
+        let gpu_cost = n.gpu_count * hours * n.gpu_price;
+        let (cpu_charged, ram_charged, gpu_charged) =
+            charged.get(n.name.as_str()).copied().unwrap_or_default();
         assets.push(Asset {
             kind: "Node".into(),
             name: n.name.clone(),
@@ -219,8 +245,11 @@ pub fn price(
             ram_bytes: n.ram_bytes,
             cpu_core_hours: n.cpu_cores * hours,
             ram_byte_hours: n.ram_bytes * hours,
+            gpu_count: n.gpu_count,
+            gpu_hours: n.gpu_count * hours,
             cpu_cost,
             ram_cost,
+            gpu_cost,
             ..Asset::default()
         });
         if hours > 0.0 {
@@ -237,11 +266,28 @@ pub fn price(
                 end: Some(n.end),
                 cpu_cost: cpu_cost - cpu_charged,
                 ram_cost: ram_cost - ram_charged,
+                gpu_cost: gpu_cost - gpu_charged,
                 ..Allocation::default()
             });
         }
     }
     allocations.extend(idles);
+
+    if let Some(m) = &cw.cluster_management {
+        assets.push(Asset {
+            kind: "ClusterManagement".into(),
+            name: format!("{cluster}/{}", m.provisioner),
+            cluster: cluster.to_string(),
+            provider: "custom".into(),
+            category: "Management".into(),
+            service: "Kubernetes".into(),
+            window: Some(window),
+            start: Some(window.start),
+            end: Some(window.start + chrono::Duration::milliseconds((m.hours * 3.6e6) as i64)),
+            cost: m.price * m.hours,
+            ..Asset::default()
+        });
+    }
 
     let resolution_window = window;
     (
@@ -288,7 +334,6 @@ fn is_private(ip: &str) -> bool {
 mod tests {
     use super::*;
     use crate::etl::demo::DemoCluster;
-    use crate::etl::source::DataSource;
     use chrono::{TimeZone, Utc};
 
     fn day() -> Window {
@@ -300,7 +345,7 @@ mod tests {
     fn node_costs_are_fully_attributed() {
         // Every dollar a node costs lands either on a container or on that node's idle.
         let c = DemoCluster::new(3, 120);
-        let cw = c.window(day(), day().end).unwrap();
+        let cw = c.compute(day(), day().end);
         let (allocs, assets) = price(&cw, Resolution::Day, "cluster-one");
         let node_cost: f64 = assets
             .assets
@@ -324,7 +369,7 @@ mod tests {
     #[test]
     fn volumes_and_load_balancers_are_fully_attributed() {
         let c = DemoCluster::new(3, 120);
-        let cw = c.window(day(), day().end).unwrap();
+        let cw = c.compute(day(), day().end);
         let (allocs, assets) = price(&cw, Resolution::Day, "cluster-one");
         for kind in ["Disk", "LoadBalancer"] {
             let asset: f64 = assets

@@ -11,9 +11,11 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Duration, DurationRound, Timelike, Utc};
 
+use std::sync::Arc;
+
 use super::source::{
-    ClusterWindow, ContainerUsage, DataSource, LoadBalancerUsage, NodeUsage, SourceError,
-    VolumeUsage,
+    ClusterWindow, ContainerUsage, DataSource, EgressPrices, LoadBalancerUsage, NodeUsage,
+    SourceError, VolumeMount, VolumeUsage,
 };
 use crate::model::Window;
 
@@ -541,17 +543,31 @@ struct Acc {
     ram_byte_hours: f64,
 }
 
+#[async_trait::async_trait]
 impl DataSource for DemoCluster {
-    fn window(
-        &self,
+    async fn window(
+        self: Arc<Self>,
         window: Window,
         data_end: DateTime<Utc>,
     ) -> Result<ClusterWindow, SourceError> {
+        tokio::task::spawn_blocking(move || Ok(self.compute(window, data_end)))
+            .await
+            .map_err(|e| SourceError::Unavailable(format!("demo source task failed: {e}")))?
+    }
+
+    fn name(&self) -> &'static str {
+        "demo"
+    }
+}
+
+impl DemoCluster {
+    /// The demo cluster's metrics of `window`, up to `data_end`.
+    pub fn compute(&self, window: Window, data_end: DateTime<Utc>) -> ClusterWindow {
         let end = window.end.min(data_end).max(window.start);
         let effective = Window::new(window.start, end);
         let mut acc: BTreeMap<(usize, String, usize), (DemoPod, Acc)> = BTreeMap::new();
         let mut lb_pods: BTreeMap<usize, Vec<(String, String)>> = BTreeMap::new();
-        let mut mounted: BTreeMap<String, (String, String)> = BTreeMap::new();
+        let mut mounted: BTreeMap<String, (String, String, Window)> = BTreeMap::new();
         let mut hour = window
             .start
             .duration_trunc(Duration::hours(1))
@@ -572,7 +588,14 @@ impl DataSource for DemoCluster {
                     }
                 }
                 if let Some(claim) = &pod.claim {
-                    mounted.insert(claim.clone(), (w.namespace.clone(), pod.name.clone()));
+                    let e = mounted
+                        .entry(claim.clone())
+                        .or_insert_with(|| (w.namespace.clone(), pod.name.clone(), run));
+                    if e.1 == pod.name {
+                        e.2 = Window::new(e.2.start.min(run.start), e.2.end.max(run.end));
+                    } else {
+                        *e = (w.namespace.clone(), pod.name.clone(), run);
+                    }
                 }
                 let minutes = run.minutes();
                 for (ci, c) in w.containers.iter().enumerate() {
@@ -636,6 +659,9 @@ impl DataSource for DemoCluster {
                     ram_usage_max: a.ram_max,
                     ram_limit_avg: 0.0,
                     ram_byte_hours: a.ram_byte_hours,
+                    gpu_request_avg: 0.0,
+                    gpu_usage_avg: 0.0,
+                    gpu_hours: 0.0,
                 }
             })
             .collect();
@@ -651,6 +677,8 @@ impl DataSource for DemoCluster {
                 ram_bytes: n.ram_bytes,
                 cpu_price: n.cpu_price,
                 ram_price: n.ram_price,
+                gpu_count: 0.0,
+                gpu_price: 0.0,
                 spot: n.spot,
                 start: effective.start,
                 end: effective.end,
@@ -669,6 +697,19 @@ impl DataSource for DemoCluster {
                 };
                 for r in 0..w.replicas {
                     let claim = format!("data-{}-{r}", w.name);
+                    let hours = effective.hours();
+                    let (mounts, unmounted_hours) = match mounted.get(&claim) {
+                        Some((ns, pod, run)) => {
+                            let share = run.intersect(&effective).map_or(0.0, |r| r.hours());
+                            let mount = VolumeMount {
+                                namespace: ns.clone(),
+                                pod: pod.clone(),
+                                hours: share,
+                            };
+                            (vec![mount], hours - share)
+                        }
+                        None => (Vec::new(), hours),
+                    };
                     volumes.push(VolumeUsage {
                         name: self.volume_name(&claim),
                         provider_id: format!(
@@ -679,7 +720,8 @@ impl DataSource for DemoCluster {
                         price: STORAGE_PRICE,
                         storage_class: "gp3".into(),
                         claim_namespace: w.namespace.clone(),
-                        mounted_by: mounted.get(&claim).cloned(),
+                        mounts,
+                        unmounted_hours,
                         claim_name: claim,
                         start: effective.start,
                         end: effective.end,
@@ -695,7 +737,8 @@ impl DataSource for DemoCluster {
                 storage_class: "gp3".into(),
                 claim_namespace: ns.clone(),
                 claim_name: claim.clone(),
-                mounted_by: None,
+                mounts: Vec::new(),
+                unmounted_hours: effective.hours(),
                 start: effective.start,
                 end: effective.end,
             });
@@ -719,14 +762,17 @@ impl DataSource for DemoCluster {
             Vec::new()
         };
 
-        Ok(ClusterWindow {
+        ClusterWindow {
             window,
             data_end: effective.end,
             nodes,
             containers,
             volumes,
             load_balancers,
-        })
+            networks: Vec::new(),
+            egress_prices: EgressPrices::default(),
+            cluster_management: None,
+        }
     }
 }
 
@@ -787,7 +833,7 @@ mod tests {
         let b = DemoCluster::new(7, 300);
         assert_eq!(a.pods_in_hour(hour(5)), b.pods_in_hour(hour(5)));
         let w = Window::new(hour(0), hour(3));
-        assert_eq!(a.window(w, w.end).unwrap(), b.window(w, w.end).unwrap());
+        assert_eq!(a.compute(w, w.end), b.compute(w, w.end));
         let c = DemoCluster::new(8, 300);
         assert_ne!(
             a.pods_in_hour(hour(5)),

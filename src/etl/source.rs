@@ -3,6 +3,7 @@
 //! node prices). `costing` turns one of these into allocation and asset sets.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
@@ -25,6 +26,10 @@ pub struct NodeUsage {
     pub cpu_price: f64,
     /// $ per GiB-hour (`node_ram_hourly_cost`).
     pub ram_price: f64,
+    /// GPUs on the node.
+    pub gpu_count: f64,
+    /// $ per GPU-hour (`node_gpu_hourly_cost`).
+    pub gpu_price: f64,
     /// Whether the node runs at spot (preemptible) prices.
     pub spot: bool,
     /// When the node started running within the window.
@@ -84,6 +89,12 @@ pub struct ContainerUsage {
     pub ram_limit_avg: f64,
     /// ∫ max(request, usage) dt, in byte-hours.
     pub ram_byte_hours: f64,
+    /// Average GPU request over the running time.
+    pub gpu_request_avg: f64,
+    /// Average GPU usage (0..1 per GPU) over the running time.
+    pub gpu_usage_avg: f64,
+    /// ∫ GPU request dt, in GPU-hours.
+    pub gpu_hours: f64,
 }
 
 /// A persistent volume and the pod claiming it (if any) over a window.
@@ -103,12 +114,67 @@ pub struct VolumeUsage {
     pub claim_namespace: String,
     /// Name of the claim bound to the volume.
     pub claim_name: String,
-    /// `(namespace, pod)` of the pod mounting the claim, when one runs.
-    pub mounted_by: Option<(String, String)>,
+    /// The pods that mounted the claim, each with its share of the volume's hours (a step
+    /// shared by n pods counts 1/n to each).
+    pub mounts: Vec<VolumeMount>,
+    /// Hours the volume existed with no running pod mounting it.
+    pub unmounted_hours: f64,
     /// When the volume started existing within the window.
     pub start: DateTime<Utc>,
     /// When the volume stopped existing within the window.
     pub end: DateTime<Utc>,
+}
+
+/// A pod's share of a volume.
+#[derive(Clone, Debug, PartialEq)]
+pub struct VolumeMount {
+    /// The pod's namespace.
+    pub namespace: String,
+    /// Pod name.
+    pub pod: String,
+    /// The pod's share of the volume's hours.
+    pub hours: f64,
+}
+
+/// A pod's network traffic over a window (split evenly over its containers when priced).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PodNetwork {
+    /// The pod's namespace.
+    pub namespace: String,
+    /// Pod name.
+    pub pod: String,
+    /// Bytes sent.
+    pub transfer_bytes: f64,
+    /// Bytes received.
+    pub receive_bytes: f64,
+    /// Egress to another zone of the same region, in bytes.
+    pub zone_egress_bytes: f64,
+    /// Egress to another region, in bytes.
+    pub region_egress_bytes: f64,
+    /// Egress to the internet, in bytes.
+    pub internet_egress_bytes: f64,
+}
+
+/// Egress prices, $ per GiB.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct EgressPrices {
+    /// Across zones.
+    pub zone: f64,
+    /// Across regions.
+    pub region: f64,
+    /// To the internet.
+    pub internet: f64,
+}
+
+/// The provider's fee for running the cluster (`kubecost_cluster_management_cost`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ClusterManagement {
+    /// Who provisions the cluster (`GKE`, `EKS`, ...).
+    pub provisioner: String,
+    /// $ per hour.
+    pub price: f64,
+    /// Hours charged within the window.
+    pub hours: f64,
 }
 
 /// A load balancer service over a window.
@@ -145,6 +211,12 @@ pub struct ClusterWindow {
     pub volumes: Vec<VolumeUsage>,
     /// Load balancer services that ran in the window.
     pub load_balancers: Vec<LoadBalancerUsage>,
+    /// Network traffic per pod.
+    pub networks: Vec<PodNetwork>,
+    /// What egress costs.
+    pub egress_prices: EgressPrices,
+    /// The cluster management fee, when the provider charges one.
+    pub cluster_management: Option<ClusterManagement>,
 }
 
 /// An error from a data source.
@@ -153,11 +225,45 @@ pub enum SourceError {
     /// The source could not answer; the window is retried on the next ETL run.
     #[error("data source unavailable: {0}")]
     Unavailable(String),
+    /// The source answered, but holds no data for the window (no node ran in it): nothing is
+    /// published, and the window is tried again on the next run.
+    #[error("no data for this window in the data source")]
+    NoData,
 }
 
 /// A source of cluster metrics, asked one window at a time.
+#[async_trait::async_trait]
 pub trait DataSource: Send + Sync + 'static {
-    /// The metrics of `window`, up to `data_end` (≤ `window.end`).
-    fn window(&self, window: Window, data_end: DateTime<Utc>)
-    -> Result<ClusterWindow, SourceError>;
+    /// The metrics of `window`, up to `data_end` (≤ `window.end`). Long computations run off
+    /// the calling thread (it is the actors' thread).
+    async fn window(
+        self: Arc<Self>,
+        window: Window,
+        data_end: DateTime<Utc>,
+    ) -> Result<ClusterWindow, SourceError>;
+
+    /// Several windows at once (a day and its hours): a source that can read them in one pass
+    /// overrides this. Windows the source holds no data for are left out of the answer.
+    async fn windows(
+        self: Arc<Self>,
+        windows: Vec<(Window, DateTime<Utc>)>,
+    ) -> Result<Vec<ClusterWindow>, SourceError> {
+        let mut out = Vec::with_capacity(windows.len());
+        for (w, d) in windows {
+            match self.clone().window(w, d).await {
+                Ok(cw) => out.push(cw),
+                Err(SourceError::NoData) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
+    }
+
+    /// The source's name, for logs and status (`demo`, `prometheus`).
+    fn name(&self) -> &'static str;
+
+    /// Queries issued so far (for the benches and status; 0 for a source without queries).
+    fn queries_issued(&self) -> u64 {
+        0
+    }
 }

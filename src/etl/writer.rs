@@ -10,7 +10,9 @@ use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 
 use super::costing;
-use super::source::DataSource;
+use super::source::{ClusterWindow, DataSource};
+use super::status::EtlProgress;
+use crate::metrics::Metrics;
 use crate::model::{EtlSet, Resolution, SetKind, Window};
 use crate::role::{Role, RoleChanged};
 use crate::storage::{AwaitWritable, Snapshot, Storage, WriteOutcome, WriteSets};
@@ -38,11 +40,35 @@ struct Batch {
     windows: Vec<(Resolution, Window, DateTime<Utc>)>,
 }
 
+/// Rebuild every complete set overlapping `window` (Kubecost's repair endpoints). Answered with
+/// the number of days queued, or an error when this replica does not build.
+#[derive(Message)]
+#[rtype(result = "Result<usize, RepairRefused>")]
+pub struct Repair {
+    /// The range to rebuild.
+    pub window: Window,
+}
+
+/// Why a repair was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum RepairRefused {
+    /// Only the leader builds.
+    #[error("this replica does not lead, so it does not build; the leader repairs")]
+    NotLeader,
+    /// Nothing complete overlaps the window.
+    #[error("no complete day or hour overlaps the window")]
+    Empty,
+}
+
 /// The ETL writer.
 pub struct EtlWriter {
     cfg: EtlConfig,
     source: Arc<dyn DataSource>,
     storage: Addr<Storage>,
+    metrics: Metrics,
+    progress: EtlProgress,
+    /// Repairs queued, oldest first; a batch leaves the queue once written.
+    repairs: Arc<std::sync::Mutex<std::collections::VecDeque<Batch>>>,
     /// The term being written under and its cancellation, while leading.
     leading: Option<(u64, CancellationToken)>,
     /// Writes are enabled for the current term.
@@ -57,12 +83,17 @@ impl EtlWriter {
         cfg: EtlConfig,
         source: Arc<dyn DataSource>,
         storage: Addr<Storage>,
+        metrics: Metrics,
+        progress: EtlProgress,
         lifeline: Lifeline,
     ) -> Self {
         Self {
             cfg,
             source,
             storage,
+            metrics,
+            progress,
+            repairs: Default::default(),
             leading: None,
             writable: false,
             running: false,
@@ -81,48 +112,93 @@ impl EtlWriter {
         let storage = self.storage.clone();
         let source = self.source.clone();
         let cfg = self.cfg.clone();
+        let metrics = self.metrics.clone();
+        let progress = self.progress.clone();
+        let repairs = self.repairs.clone();
         ctx.spawn(
             async move {
                 let snapshot = match resume {
                     Some(s) => s,
                     None => storage.send(crate::storage::CurrentSnapshot).await.unwrap_or_default(),
                 };
-                let batches = plan(&snapshot, Utc::now(), &cfg);
-                let backfill = batches.len().saturating_sub(1);
+                let planned = plan(&snapshot, Utc::now(), &cfg);
+                let backfill = planned.len().saturating_sub(1);
                 if backfill > 0 {
                     tracing::info!(days = backfill, "ETL: building missing windows");
                 }
-                for (i, batch) in batches.into_iter().enumerate() {
+                // The current windows first, then queued repairs, then the backfill.
+                let mut batches: Vec<(Batch, bool)> = Vec::with_capacity(planned.len() + 1);
+                let mut planned = planned.into_iter();
+                batches.extend(planned.next().map(|b| (b, false)));
+                let queued: Vec<Batch> = repairs.lock().expect("repairs lock").iter().cloned().collect();
+                batches.extend(queued.into_iter().map(|b| (b, true)));
+                batches.extend(planned.map(|b| (b, false)));
+                let mut backfill_left = backfill;
+                for (i, (batch, repair)) in batches.into_iter().enumerate() {
                     if cancel.is_cancelled() {
                         tracing::info!("ETL: leadership ended; stopped building");
                         return;
                     }
+                    progress.update(|p| {
+                        p.backfill_pending = backfill_left;
+                        p.repairs_pending = repairs.lock().expect("repairs lock").len();
+                    });
                     let started = std::time::Instant::now();
-                    let (src, cluster, b) = (source.clone(), cfg.cluster_id.clone(), batch.clone());
-                    let built = tokio::task::spawn_blocking(move || build(src.as_ref(), &cluster, &b)).await;
-                    let sets = match built {
-                        Ok(Ok(sets)) => sets,
-                        Ok(Err(e)) => {
-                            tracing::warn!(batch = %batch.label, error = %e, "ETL: build failed; retrying next run");
-                            return;
-                        }
+                    let before = source.queries_issued();
+                    let built = build(source.clone(), &cfg.cluster_id, &batch).await;
+                    metrics.source_queries.inc_by(source.queries_issued() - before);
+                    progress.update(|p| p.queries_issued = source.queries_issued());
+                    let (sets, current, missing) = match built {
+                        Ok(b) => b,
                         Err(e) => {
-                            tracing::error!(batch = %batch.label, error = %e, "ETL: build task panicked");
+                            metrics.source_failures.inc();
+                            progress.failed(&e.to_string());
+                            tracing::warn!(batch = %batch.label, error = %e, "ETL: build failed; nothing of it published, retrying next run");
                             return;
                         }
                     };
+                    for w in &missing {
+                        tracing::info!(batch = %batch.label, window = %w, source = source.name(), "ETL: the source holds no data for this window; nothing published for it");
+                    }
+                    progress.without_data(missing);
+                    if i == 0
+                        && let Some(cw) = &current
+                    {
+                        metrics.cost.update(cw, &cfg.cluster_id);
+                    }
+                    if !repair && i > 0 {
+                        backfill_left = backfill_left.saturating_sub(1);
+                    }
+                    if sets.is_empty() {
+                        if repair {
+                            repairs.lock().expect("repairs lock").pop_front();
+                        }
+                        continue;
+                    }
+                    for set in &sets {
+                        progress.has_data(&window_label(set.resolution(), set.window().start));
+                    }
                     let count = sets.len();
                     match storage.send(WriteSets { term, sets }).await {
                         Ok(WriteOutcome::Written { generation }) => {
+                            progress.succeeded();
                             let ms = started.elapsed().as_millis();
-                            if i > 0 {
-                                tracing::info!("ETL: backfill {i}/{backfill} ({}): {count} sets, generation {generation}, {ms} ms", batch.label);
+                            if repair {
+                                repairs.lock().expect("repairs lock").pop_front();
+                                tracing::info!("ETL: {}: {count} sets rebuilt, generation {generation}, {ms} ms", batch.label);
+                            } else if i > 0 {
+                                let done = backfill - backfill_left;
+                                tracing::info!("ETL: backfill {done}/{backfill} ({}): {count} sets, generation {generation}, {ms} ms", batch.label);
                             } else {
                                 tracing::debug!("ETL: {}: {count} sets, generation {generation}, {ms} ms", batch.label);
                             }
                         }
                         Ok(WriteOutcome::Staged { error }) => {
                             // Kept locally and served; the backup catches up on its own.
+                            progress.succeeded();
+                            if repair {
+                                repairs.lock().expect("repairs lock").pop_front();
+                            }
                             tracing::warn!(%error, "ETL: {}: kept in the local store; the bucket backup lags", batch.label);
                         }
                         Ok(WriteOutcome::Dropped) => {
@@ -149,8 +225,69 @@ impl EtlWriter {
                 }
             }
             .into_actor(self)
-            .map(|(), act, _| act.running = false),
+            .map(|(), act, _| {
+                act.running = false;
+                act.progress.update(|p| p.backfill_pending = 0);
+            }),
         );
+    }
+}
+
+/// How progress names a window: `hour 2026-11-20T05:00:00Z`.
+fn window_label(res: Resolution, start: DateTime<Utc>) -> String {
+    let r = match res {
+        Resolution::Hour => "hour",
+        Resolution::Day => "day",
+    };
+    format!("{r} {}", start.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+}
+
+/// The batches that rebuild every complete day (and hour within the hourly retention) that
+/// overlaps `window`, oldest first.
+fn repair_plan(window: Window, now: DateTime<Utc>, cfg: &EtlConfig) -> Vec<Batch> {
+    let hourly_from = now - cfg.hourly_retention;
+    let mut out = Vec::new();
+    let mut d = Resolution::Day.window_containing(window.start);
+    while d.start < window.end.min(now) {
+        let mut windows = Vec::new();
+        if d.end <= now {
+            windows.push((Resolution::Day, d, d.end));
+        }
+        let mut h = Resolution::Hour.window_containing(d.start.max(window.start));
+        while h.start < d.end && h.start < window.end {
+            if h.end <= now && h.end > hourly_from {
+                windows.push((Resolution::Hour, h, h.end));
+            }
+            h = Window::new(h.end, h.end + Resolution::Hour.duration());
+        }
+        if !windows.is_empty() {
+            out.push(Batch {
+                label: format!("repair {}", d.start.format("%Y-%m-%d")),
+                windows,
+            });
+        }
+        d = Window::new(d.end, d.end + Resolution::Day.duration());
+    }
+    out
+}
+
+impl Handler<Repair> for EtlWriter {
+    type Result = Result<usize, RepairRefused>;
+
+    fn handle(&mut self, msg: Repair, ctx: &mut Self::Context) -> Self::Result {
+        if self.leading.is_none() {
+            return Err(RepairRefused::NotLeader);
+        }
+        let batches = repair_plan(msg.window, Utc::now(), &self.cfg);
+        if batches.is_empty() {
+            return Err(RepairRefused::Empty);
+        }
+        let n = batches.len();
+        tracing::info!(days = n, window = ?msg.window, "ETL: repair queued");
+        self.repairs.lock().expect("repairs lock").extend(batches);
+        self.progress.update(|p| p.repairs_pending += n);
+        self.run(ctx, None);
+        Ok(n)
     }
 }
 
@@ -194,19 +331,46 @@ fn plan(snapshot: &Snapshot, now: DateTime<Utc>, cfg: &EtlConfig) -> Vec<Batch> 
     batches
 }
 
-fn build(
-    source: &dyn DataSource,
+/// What building a batch gives: its sets, the current hour as read (for the cost metrics),
+/// and the windows the source had no data for.
+type Built = (Vec<EtlSet>, Option<ClusterWindow>, Vec<String>);
+
+/// Reads a batch's windows from the source and prices them (off the actors' thread). Windows
+/// the source has no data for are left out (and named); any error fails the whole batch.
+async fn build(
+    source: Arc<dyn DataSource>,
     cluster: &str,
     batch: &Batch,
-) -> Result<Vec<EtlSet>, super::source::SourceError> {
-    let mut sets = Vec::with_capacity(batch.windows.len() * 2);
-    for (res, window, data_end) in &batch.windows {
-        let cw = source.window(*window, *data_end)?;
-        let (allocs, assets) = costing::price(&cw, *res, cluster);
-        sets.push(EtlSet::Allocations(allocs));
-        sets.push(EtlSet::Assets(assets));
-    }
-    Ok(sets)
+) -> Result<Built, super::source::SourceError> {
+    let asked: Vec<(Window, DateTime<Utc>)> =
+        batch.windows.iter().map(|(_, w, d)| (*w, *d)).collect();
+    let got = source.windows(asked).await?;
+    let resolutions: Vec<(Window, Resolution)> =
+        batch.windows.iter().map(|(r, w, _)| (*w, *r)).collect();
+    let missing: Vec<String> = resolutions
+        .iter()
+        .filter(|(w, _)| !got.iter().any(|cw| cw.window == *w))
+        .map(|(w, r)| window_label(*r, w.start))
+        .collect();
+    let cluster = cluster.to_string();
+    tokio::task::spawn_blocking(move || {
+        let mut sets = Vec::with_capacity(got.len() * 2);
+        let mut current = None;
+        for cw in got {
+            let Some((_, res)) = resolutions.iter().find(|(w, _)| *w == cw.window) else {
+                continue;
+            };
+            let (allocs, assets) = costing::price(&cw, *res, &cluster);
+            sets.push(EtlSet::Allocations(allocs));
+            sets.push(EtlSet::Assets(assets));
+            if *res == Resolution::Hour && current.is_none() {
+                current = Some(cw);
+            }
+        }
+        (sets, current, missing)
+    })
+    .await
+    .map_err(|e| super::source::SourceError::Unavailable(format!("pricing failed: {e}")))
 }
 
 impl Actor for EtlWriter {
@@ -244,6 +408,7 @@ impl Handler<RoleChanged> for EtlWriter {
                             }
                             if let Ok(Ok(snapshot)) = res {
                                 act.writable = true;
+                                act.progress.update(|p| p.building = true);
                                 act.run(ctx, Some(snapshot));
                             }
                         }),
@@ -254,6 +419,14 @@ impl Handler<RoleChanged> for EtlWriter {
                     c.cancel();
                 }
                 self.writable = false;
+                // Only the leader exports cost metrics, and only the leader repairs.
+                self.metrics.cost.clear();
+                self.repairs.lock().expect("repairs lock").clear();
+                self.progress.update(|p| {
+                    p.building = false;
+                    p.repairs_pending = 0;
+                    p.backfill_pending = 0;
+                });
             }
         }
     }

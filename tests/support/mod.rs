@@ -10,7 +10,6 @@ use cost_model::app::{self, Parts, Replica};
 use cost_model::election::{ElectionBackend, ManualElection, ManualHandle};
 use cost_model::etl::costing;
 use cost_model::etl::demo::DemoCluster;
-use cost_model::etl::source::DataSource;
 use cost_model::model::{EtlSet, Resolution, Window};
 use cost_model::storage::faulty::{Faults, FaultyStore};
 use object_store::ObjectStore;
@@ -120,7 +119,7 @@ pub fn demo_sets(now: DateTime<Utc>) -> Vec<EtlSet> {
     let c = DemoCluster::new(SEED, PODS);
     let mut out = Vec::new();
     for (res, w) in [(Resolution::Day, day), (Resolution::Hour, hour)] {
-        let (a, s) = costing::price(&c.window(w, w.end).unwrap(), res, "cluster-one");
+        let (a, s) = costing::price(&c.compute(w, w.end), res, "cluster-one");
         out.push(EtlSet::Allocations(a));
         out.push(EtlSet::Assets(s));
     }
