@@ -694,6 +694,29 @@ fn utc_is_accepted_as_kubecost_spells_it() {
 }
 
 #[test]
+fn prometheus_credentials_come_from_kubecosts_secrets() {
+    let env = pod_env(&render("kubecost", &[]));
+    assert!(!env.contains_key("DB_BASIC_AUTH_USERNAME") && !env.contains_key("DB_BEARER_TOKEN"));
+    let env = pod_env(&render(
+        "kubecost",
+        &[
+            "global.prometheus.fqdn=https://prometheus.example:9090",
+            "global.prometheus.queryServiceBasicAuthSecretName=prom-basic",
+        ],
+    ));
+    for (var, key) in [("DB_BASIC_AUTH_USERNAME", "USERNAME"), ("DB_BASIC_AUTH_PW", "PASSWORD")] {
+        assert_eq!(env[var]["secretKeyRef"]["name"], "prom-basic", "{var}");
+        assert_eq!(env[var]["secretKeyRef"]["key"], key, "{var}");
+    }
+    let env = pod_env(&render(
+        "kubecost",
+        &["global.prometheus.queryServiceBearerTokenSecretName=prom-token"],
+    ));
+    assert_eq!(env["DB_BEARER_TOKEN"]["secretKeyRef"]["name"], "prom-token");
+    assert_eq!(env["DB_BEARER_TOKEN"]["secretKeyRef"]["key"], "TOKEN");
+}
+
+#[test]
 fn prometheus_endpoint_is_passed_as_kubecost_passes_it() {
     // Default: Kubecost's bundled Prometheus "enabled", no fqdn: nothing set.
     assert!(!pod_env(&render("kubecost", &[])).contains_key("PROMETHEUS_SERVER_ENDPOINT"));

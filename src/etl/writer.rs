@@ -347,10 +347,12 @@ async fn build(
     let got = source.windows(asked).await?;
     let resolutions: Vec<(Window, Resolution)> =
         batch.windows.iter().map(|(r, w, _)| (*w, *r)).collect();
-    let missing: Vec<String> = resolutions
+    // Only complete windows count as gaps: the current ones fill as they go.
+    let missing: Vec<String> = batch
+        .windows
         .iter()
-        .filter(|(w, _)| !got.iter().any(|cw| cw.window == *w))
-        .map(|(w, r)| window_label(*r, w.start))
+        .filter(|(_, w, d)| *d >= w.end && !got.iter().any(|cw| cw.window == *w))
+        .map(|(r, w, _)| window_label(*r, w.start))
         .collect();
     let cluster = cluster.to_string();
     tokio::task::spawn_blocking(move || {

@@ -97,6 +97,25 @@ spec:
         - name: PROMETHEUS_SERVER_ENDPOINT
           value: {{ . | quote }}
         {{- end }}
+        {{- with ((.Values.global).prometheus).queryServiceBasicAuthSecretName }}
+        - name: DB_BASIC_AUTH_USERNAME
+          valueFrom:
+            secretKeyRef:
+              name: {{ . | quote }}
+              key: USERNAME
+        - name: DB_BASIC_AUTH_PW
+          valueFrom:
+            secretKeyRef:
+              name: {{ . | quote }}
+              key: PASSWORD
+        {{- end }}
+        {{- with ((.Values.global).prometheus).queryServiceBearerTokenSecretName }}
+        - name: DB_BEARER_TOKEN
+          valueFrom:
+            secretKeyRef:
+              name: {{ . | quote }}
+              key: TOKEN
+        {{- end }}
         {{- with $clusterId }}
         - name: CLUSTER_ID
           value: {{ . | quote }}
