@@ -127,6 +127,7 @@ fn cluster(pods: usize, days: i64) -> Cluster {
                 cpu_hourly: (i % 2 == 0).then_some(0.04),
                 ram_hourly: (i % 2 == 0).then_some(0.005),
                 gpu_hourly: None,
+                labels: vec![],
                 start,
                 end,
             })
@@ -201,14 +202,21 @@ fn main() {
         let mut windows = vec![(day, day.end)];
         for h in 0..24 {
             let s = day.start + TimeDelta::hours(h);
-            windows.push((Window::new(s, s + TimeDelta::hours(1)), s + TimeDelta::hours(1)));
+            windows.push((
+                Window::new(s, s + TimeDelta::hours(1)),
+                s + TimeDelta::hours(1),
+            ));
         }
         let t = Instant::now();
         let got = rt
             .block_on(source.clone().windows(windows))
             .expect("the source answers");
         for cw in &got {
-            let res = if cw.window == day { Resolution::Day } else { Resolution::Hour };
+            let res = if cw.window == day {
+                Resolution::Day
+            } else {
+                Resolution::Hour
+            };
             if res == Resolution::Day {
                 container_hours += cw
                     .containers

@@ -179,8 +179,9 @@ fn source(cfg: &Config) -> Result<Arc<dyn DataSource>, RunError> {
             let url = crate::redact::userinfo(&conn.url).into_owned();
             let client = Client::new(conn).map_err(|(_, e)| RunError::Config(e))?;
             let pricing = match &cfg.pricing_file {
-                Some(p) => crate::etl::pricing::Pricing::load(p)
-                    .map_err(|e| RunError::Config(format!("{}: {e}", cfg.name_of("pricing_file"))))?,
+                Some(p) => crate::etl::pricing::Pricing::load(p).map_err(|e| {
+                    RunError::Config(format!("{}: {e}", cfg.name_of("pricing_file")))
+                })?,
                 None => crate::etl::pricing::Pricing::default(),
             };
             tracing::info!(%url, resolution_s = cfg.resolution, concurrency = cfg.max_query_concurrency, "cost data from Prometheus");

@@ -160,7 +160,11 @@ pub struct Config {
 
     /// The longest range one Prometheus query covers, in minutes; longer ranges are split
     /// (Kubecost's maxPrometheusQueryDurationMinutes).
-    #[arg(long, env = "ETL_MAX_PROMETHEUS_QUERY_DURATION_MINUTES", default_value_t = 1440)]
+    #[arg(
+        long,
+        env = "ETL_MAX_PROMETHEUS_QUERY_DURATION_MINUTES",
+        default_value_t = 1440
+    )]
     pub max_prometheus_query_duration_minutes: u64,
 
     /// Query only this cluster's series (`<cluster label>="<CLUSTER_ID>"` on every selector), for
@@ -752,6 +756,73 @@ mod tests {
         assert_eq!(c.election(), ElectionMode::Kubernetes);
         assert_eq!(c.listen().port(), 9100);
         assert_eq!(c.lease_namespace.as_deref(), Some("kubecost"));
+    }
+
+    #[test]
+    fn prometheus_url_selects_the_prometheus_source_with_kubecosts_defaults() {
+        let c = load(
+            &["--prometheus-url", "http://prometheus:9090/prometheus"],
+            &[],
+        );
+        assert_eq!(c.source(), SourceKind::Prometheus);
+        c.validate().unwrap();
+        let conn = c.prometheus_connection().unwrap();
+        assert_eq!(conn.concurrency, 5);
+        assert_eq!(c.max_prometheus_query_duration_minutes, 1440);
+        assert_eq!(c.resolution, 300);
+    }
+
+    #[test]
+    fn bad_prometheus_settings_name_the_setting() {
+        let base = ["--prometheus-url", "http://prometheus:9090"];
+        let err = |extra: &[&str]| {
+            let args: Vec<&str> = base.iter().chain(extra).copied().collect();
+            load(&args, &[]).validate().unwrap_err().to_string()
+        };
+        let e = err(&["--prometheus-header", "no colon here"]);
+        assert!(e.contains("--prometheus-header"), "{e}");
+        let e = err(&["--prometheus-header", "Bad Name: x"]);
+        assert!(
+            e.contains("--prometheus-header") && e.contains("Bad Name"),
+            "{e}"
+        );
+        let e = err(&["--prometheus-password", "hunter2"]);
+        assert!(
+            e.contains("--prometheus-username") && !e.contains("hunter2"),
+            "{e}"
+        );
+        let e = err(&["--prometheus-ca-file", "/nonexistent/ca.pem"]);
+        assert!(e.contains("--prometheus-ca-file"), "{e}");
+        let e = err(&["--resolution", "420"]);
+        assert!(
+            e.contains("--resolution") && e.contains("divide an hour"),
+            "{e}"
+        );
+        let e = err(&["--max-query-concurrency", "0"]);
+        assert!(e.contains("--max-query-concurrency"), "{e}");
+        let e = load(&["--prometheus-url", "ftp://x"], &[])
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--prometheus-url"), "{e}");
+        let e = load(&["--prometheus-url", "http://u:s3cret@x"], &[])
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("--prometheus-url") && !e.contains("s3cret"),
+            "{e}"
+        );
+        let e = load(&["--source", "prometheus"], &[])
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--prometheus-url"), "{e}");
+        let dir = tempfile::tempdir().unwrap();
+        let pricing = dir.path().join("p.json");
+        std::fs::write(&pricing, r#"{"CPU":"lots"}"#).unwrap();
+        let e = err(&["--pricing-file", pricing.to_str().unwrap()]);
+        assert!(e.contains("--pricing-file") && e.contains("`CPU`"), "{e}");
     }
 
     #[test]

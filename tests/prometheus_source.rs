@@ -18,12 +18,12 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
+use proc::{spawn, wait_for};
 use prom::cluster::{
-    Claim, Cluster, Container, EgressPrices, Egress, LoadBalancer, Namespace, Node, Owner, Pod, Pv,
+    Claim, Cluster, Container, Egress, EgressPrices, LoadBalancer, Namespace, Node, Owner, Pod, Pv,
 };
 use prom::proxy::{FaultProxy, Mode};
 use prom::{PromServer, PromVersion};
-use proc::{spawn, wait_for};
 
 const GIB: f64 = 1024.0 * 1024.0 * 1024.0;
 
@@ -51,7 +51,13 @@ fn at(day: DateTime<Utc>, hour: i64) -> DateTime<Utc> {
     day + TimeDelta::hours(hour)
 }
 
-fn container(name: &str, cpu_req: f64, cpu_use: f64, ram_req_gib: f64, ram_use_gib: f64) -> Container {
+fn container(
+    name: &str,
+    cpu_req: f64,
+    cpu_use: f64,
+    ram_req_gib: f64,
+    ram_use_gib: f64,
+) -> Container {
     Container {
         name: name.into(),
         cpu_request: cpu_req,
@@ -83,7 +89,10 @@ fn pod(
         uid: uid.into(),
         node: node.into(),
         owner,
-        labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        labels: labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
         annotations: vec![],
         start,
         end,
@@ -93,12 +102,23 @@ fn pod(
     }
 }
 
-/// The synthetic cluster over `[d1, d1 + 2 days)`.
+/// The synthetic cluster from `d1` to now (the pods that move and the jobs: on the first two
+/// days only).
 fn cluster(d1: DateTime<Utc>) -> Cluster {
-    let end = d1 + TimeDelta::days(2);
-    let node = |name: &str, cores: f64, ram_gib: f64, gpus: f64, spot: bool, prices: Option<(f64, f64, f64)>| Node {
+    let end = Utc::now().duration_trunc(TimeDelta::minutes(1)).unwrap();
+    let node = |name: &str,
+                cores: f64,
+                ram_gib: f64,
+                gpus: f64,
+                spot: bool,
+                prices: Option<(f64, f64, f64)>| Node {
         name: name.into(),
-        instance_type: if gpus > 0.0 { "g5.2xlarge" } else { "m5.xlarge" }.into(),
+        instance_type: if gpus > 0.0 {
+            "g5.2xlarge"
+        } else {
+            "m5.xlarge"
+        }
+        .into(),
         region: "us-east-1".into(),
         zone: "us-east-1a".into(),
         provider_id: format!("aws:///us-east-1a/i-{name}"),
@@ -110,6 +130,7 @@ fn cluster(d1: DateTime<Utc>) -> Cluster {
         cpu_hourly: prices.map(|p| p.0),
         ram_hourly: prices.map(|p| p.1),
         gpu_hourly: prices.and_then(|p| (p.2 > 0.0).then_some(p.2)),
+        labels: vec![],
         start: d1,
         end,
     };
@@ -117,40 +138,104 @@ fn cluster(d1: DateTime<Utc>) -> Cluster {
         replicaset: "frontend-7d9f8".into(),
         deployment: Some("frontend".into()),
     };
-    let mut front0 = pod("web", "frontend-7d9f8-aaaaa", "u-f0", "node-a", rs(), &[("app", "frontend")], d1, end,
-        vec![container("nginx", 0.5, 0.2, 0.5, 0.3)]);
+    let mut front0 = pod(
+        "web",
+        "frontend-7d9f8-aaaaa",
+        "u-f0",
+        "node-a",
+        rs(),
+        &[("app", "frontend")],
+        d1,
+        end,
+        vec![container("nginx", 0.5, 0.2, 0.5, 0.3)],
+    );
     front0.egress = Egress {
         internet_bytes_per_hour: GIB,
         ..Egress::default()
     };
-    let front1 = pod("web", "frontend-7d9f8-bbbbb", "u-f1", "node-a", rs(), &[("app", "frontend")], d1, end,
-        vec![container("nginx", 0.5, 0.2, 0.5, 0.3)]);
-    let job = pod("batch", "nightly-29100-xyz", "u-j", "node-b",
-        Owner::Job { job: "nightly-29100".into(), cronjob: Some("nightly".into()) }, &[("app", "nightly")],
-        at(d1, 2), at(d1, 8), vec![container("worker", 2.0, 3.0, 1.0, 0.5)]);
+    let front1 = pod(
+        "web",
+        "frontend-7d9f8-bbbbb",
+        "u-f1",
+        "node-a",
+        rs(),
+        &[("app", "frontend")],
+        d1,
+        end,
+        vec![container("nginx", 0.5, 0.2, 0.5, 0.3)],
+    );
+    // The CronJob makes a new Job each day.
+    let jobs = [d1, d1 + TimeDelta::days(1)]
+        .into_iter()
+        .enumerate()
+        .map(|(i, day)| {
+            let job = format!("nightly-{}", 29100 + i);
+            pod(
+                "batch",
+                &format!("{job}-xyz"),
+                &format!("u-j{i}"),
+                "node-b",
+                Owner::Job {
+                    job,
+                    cronjob: Some("nightly".into()),
+                },
+                &[("app", "nightly")],
+                at(day, 2),
+                at(day, 8),
+                vec![container("worker", 2.0, 3.0, 1.0, 0.5)],
+            )
+        });
     let pg = || Owner::StatefulSet("pg".into());
-    let mut pg0 = pod("db", "pg-0", "u-pg0", "node-a", pg(), &[("app", "pg")], d1, end,
-        vec![container("postgres", 1.0, 0.5, 2.0, 1.5)]);
+    let mut pg0 = pod(
+        "db",
+        "pg-0",
+        "u-pg0",
+        "node-a",
+        pg(),
+        &[("app", "pg")],
+        d1,
+        end,
+        vec![container("postgres", 1.0, 0.5, 2.0, 1.5)],
+    );
     pg0.pvcs = vec!["shared-data".into()];
     // pg-1 moves at noon of each day: node-a in the morning, node-b in the afternoon.
     let mut pg1s = Vec::new();
     for (i, day) in [d1, d1 + TimeDelta::days(1)].into_iter().enumerate() {
         for (half, node) in [(0, "node-a"), (1, "node-b")] {
-            let mut p = pod("db", "pg-1", &format!("u-pg1-{i}-{half}"), node, pg(), &[("app", "pg")],
-                at(day, 12 * half), at(day, 12 * half + 12), vec![container("postgres", 1.0, 0.5, 2.0, 1.5)]);
+            let mut p = pod(
+                "db",
+                "pg-1",
+                &format!("u-pg1-{i}-{half}"),
+                node,
+                pg(),
+                &[("app", "pg")],
+                at(day, 12 * half),
+                at(day, 12 * half + 12),
+                vec![container("postgres", 1.0, 0.5, 2.0, 1.5)],
+            );
             p.pvcs = vec!["shared-data".into()];
             pg1s.push(p);
         }
     }
-    let mut trainer = pod("ml", "trainer", "u-t", "node-g", Owner::None, &[("app", "trainer")], d1, end,
+    let mut trainer = pod(
+        "ml",
+        "trainer",
+        "u-t",
+        "node-g",
+        Owner::None,
+        &[("app", "trainer")],
+        d1,
+        end,
         vec![Container {
             gpu_request: 1.0,
             gpu_usage: 0.8,
             ..container("train", 4.0, 3.0, 16.0, 12.0)
-        }]);
+        }],
+    );
     trainer.annotations = vec![("team".into(), "research".into())];
-    let mut pods = vec![front0, front1, job, pg0, trainer];
+    let mut pods = vec![front0, front1, pg0, trainer];
     pods.extend(pg1s);
+    pods.extend(jobs);
     Cluster {
         start: d1,
         end,
@@ -224,7 +309,8 @@ fn expected_namespaces() -> BTreeMap<&'static str, f64> {
     // usage (3 cores) above request (2): the usage is charged; RAM request (1 GiB) above usage.
     let batch = 3.0 * 6.0 * SPOT_CPU + 1.0 * 6.0 * SPOT_RAM;
     let pg0 = 1.0 * 24.0 * A_CPU + 2.0 * 24.0 * A_RAM;
-    let pg1 = 1.0 * 12.0 * A_CPU + 2.0 * 12.0 * A_RAM + 1.0 * 12.0 * SPOT_CPU + 2.0 * 12.0 * SPOT_RAM;
+    let pg1 =
+        1.0 * 12.0 * A_CPU + 2.0 * 12.0 * A_RAM + 1.0 * 12.0 * SPOT_CPU + 2.0 * 12.0 * SPOT_RAM;
     let volumes = 100.0 * 24.0 * SHARED_PV_PRICE + 50.0 * 24.0 * STORAGE;
     let db = pg0 + pg1 + volumes;
     let ml = 4.0 * 24.0 * G_CPU + 16.0 * 24.0 * G_RAM + 1.0 * 24.0 * G_GPU;
@@ -278,13 +364,20 @@ async fn costs_match_arithmetic(version: PromVersion) {
     );
     let client = reqwest::Client::new();
     for day in [d1, d1 + TimeDelta::days(1)] {
-        let body = wait_for(&p, &client, &alloc_url(day, "aggregate=namespace"), |s, b| {
-            s == 200 && set_of(b).contains_key("ml")
-        })
+        let body = wait_for(
+            &p,
+            &client,
+            &alloc_url(day, "aggregate=namespace"),
+            |s, b| s == 200 && set_of(b).contains_key("ml"),
+        )
         .await;
         let got = set_of(&body);
         for (ns, want) in expected_namespaces() {
-            let cost = got[ns]["totalCost"].as_f64().unwrap();
+            let cost = got
+                .get(ns)
+                .unwrap_or_else(|| panic!("{version:?} {day}: no namespace {ns} in {got:?}"))["totalCost"]
+                .as_f64()
+                .unwrap();
             assert!(
                 close(cost, want, 1e-3),
                 "{version:?} {day}: namespace {ns}: {cost} vs {want} by arithmetic"
@@ -293,27 +386,73 @@ async fn costs_match_arithmetic(version: PromVersion) {
     }
 
     // Per container, on the first day: minutes, cores and costs.
-    let body = wait_for(&p, &client, &alloc_url(d1, "aggregate=namespace,pod,container"), |s, b| {
-        s == 200 && !set_of(b).is_empty()
-    })
+    let body = wait_for(
+        &p,
+        &client,
+        &alloc_url(d1, "aggregate=namespace,pod,container"),
+        |s, b| s == 200 && !set_of(b).is_empty(),
+    )
     .await;
     let got = set_of(&body);
     let f0 = &got["web/frontend-7d9f8-aaaaa/nginx"];
-    assert_eq!(f0["minutes"].as_f64().unwrap(), 1440.0, "{version:?}: a whole day is 1440 minutes on every Prometheus");
-    assert!(close(f0["cpuCost"].as_f64().unwrap(), 0.5 * 24.0 * A_CPU, 1e-6));
-    assert!(close(f0["networkCost"].as_f64().unwrap(), 24.0 * INTERNET_EGRESS, 1e-3), "{f0}");
-    assert!(close(f0["loadBalancerCost"].as_f64().unwrap(), LB_HOURLY * 12.0, 1e-6), "{f0}");
+    assert_eq!(
+        f0["minutes"].as_f64().unwrap(),
+        1440.0,
+        "{version:?}: a whole day is 1440 minutes on every Prometheus"
+    );
+    assert!(close(
+        f0["cpuCost"].as_f64().unwrap(),
+        0.5 * 24.0 * A_CPU,
+        1e-6
+    ));
+    assert!(
+        close(
+            f0["networkCost"].as_f64().unwrap(),
+            24.0 * INTERNET_EGRESS,
+            1e-3
+        ),
+        "{f0}"
+    );
+    assert!(
+        close(
+            f0["loadBalancerCost"].as_f64().unwrap(),
+            LB_HOURLY * 12.0,
+            1e-6
+        ),
+        "{f0}"
+    );
     let job = &got["batch/nightly-29100-xyz/worker"];
-    assert_eq!(job["minutes"].as_f64().unwrap(), 360.0, "{version:?}: 02:00–08:00");
-    assert!(close(job["cpuCoreUsageAverage"].as_f64().unwrap(), 3.0, 1e-3), "{job}");
-    assert!(close(job["cpuCost"].as_f64().unwrap(), 3.0 * 6.0 * SPOT_CPU, 1e-3), "{job}");
+    assert_eq!(
+        job["minutes"].as_f64().unwrap(),
+        360.0,
+        "{version:?}: 02:00–08:00"
+    );
+    assert!(
+        close(job["cpuCoreUsageAverage"].as_f64().unwrap(), 3.0, 1e-3),
+        "{job}"
+    );
+    assert!(
+        close(job["cpuCost"].as_f64().unwrap(), 3.0 * 6.0 * SPOT_CPU, 1e-3),
+        "{job}"
+    );
     let t = &got["ml/trainer/train"];
-    assert!(close(t["gpuCost"].as_f64().unwrap(), 24.0 * G_GPU, 1e-6), "{t}");
+    assert!(
+        close(t["gpuCost"].as_f64().unwrap(), 24.0 * G_GPU, 1e-6),
+        "{t}"
+    );
     assert!(close(t["gpuHours"].as_f64().unwrap(), 24.0, 1e-6), "{t}");
     // The shared volume splits over both pods; the unmounted one is charged as __unmounted__.
     let pv = |k: &str| got[k]["pvCost"].as_f64().unwrap();
-    assert!(close(pv("db/pg-0/postgres"), 100.0 * 12.0 * SHARED_PV_PRICE, 1e-6));
-    assert!(close(pv("db/pg-1/postgres"), 100.0 * 12.0 * SHARED_PV_PRICE, 1e-6));
+    assert!(close(
+        pv("db/pg-0/postgres"),
+        100.0 * 12.0 * SHARED_PV_PRICE,
+        1e-6
+    ));
+    assert!(close(
+        pv("db/pg-1/postgres"),
+        100.0 * 12.0 * SHARED_PV_PRICE,
+        1e-6
+    ));
     let unmounted: f64 = got
         .iter()
         .filter(|(k, _)| k.ends_with("__unmounted__"))
@@ -322,23 +461,46 @@ async fn costs_match_arithmetic(version: PromVersion) {
     assert!(close(unmounted, 50.0 * 24.0 * STORAGE, 1e-6), "{unmounted}");
 
     // Controllers: the ReplicaSet is resolved to its Deployment, the Job to its CronJob.
-    let body = wait_for(&p, &client, &alloc_url(d1, "aggregate=controllerKind,controller"), |s, b| {
-        s == 200 && !set_of(b).is_empty()
-    })
+    let body = wait_for(
+        &p,
+        &client,
+        &alloc_url(d1, "aggregate=controller"),
+        |s, b| s == 200 && !set_of(b).is_empty(),
+    )
     .await;
     let keys: Vec<String> = set_of(&body).keys().cloned().collect();
-    for want in ["deployment/frontend", "cronjob/nightly", "statefulset/pg"] {
-        assert!(keys.iter().any(|k| k == want), "{version:?}: no {want} in {keys:?}");
+    for want in ["deployment:frontend", "cronjob:nightly", "statefulset:pg"] {
+        assert!(
+            keys.iter().any(|k| k == want),
+            "{version:?}: no {want} in {keys:?}"
+        );
     }
 
     // The pod that moved is charged on each node for its half day.
-    let body = wait_for(&p, &client, &alloc_url(d1, "aggregate=node&filter=pod:\"pg-1\""), |s, b| {
-        s == 200 && !set_of(b).is_empty()
-    })
+    let body = wait_for(
+        &p,
+        &client,
+        &alloc_url(d1, "aggregate=node&filter=pod:\"pg-1\""),
+        |s, b| s == 200 && !set_of(b).is_empty(),
+    )
     .await;
     let by_node = set_of(&body);
-    assert!(close(by_node["node-a"]["cpuCost"].as_f64().unwrap(), 12.0 * A_CPU, 1e-6), "{by_node:?}");
-    assert!(close(by_node["node-b"]["cpuCost"].as_f64().unwrap(), 12.0 * SPOT_CPU, 1e-6), "{by_node:?}");
+    assert!(
+        close(
+            by_node["node-a"]["cpuCost"].as_f64().unwrap(),
+            12.0 * A_CPU,
+            1e-6
+        ),
+        "{by_node:?}"
+    );
+    assert!(
+        close(
+            by_node["node-b"]["cpuCost"].as_f64().unwrap(),
+            12.0 * SPOT_CPU,
+            1e-6
+        ),
+        "{by_node:?}"
+    );
 
     // Assets: nodes priced by the exporter or the pricing file; the spot node is preemptible.
     let w = format!(
@@ -346,9 +508,12 @@ async fn costs_match_arithmetic(version: PromVersion) {
         d1.format("%Y-%m-%dT%H:%M:%SZ"),
         (d1 + TimeDelta::days(1)).format("%Y-%m-%dT%H:%M:%SZ")
     );
-    let body = wait_for(&p, &client, &format!("/model/assets?window={w}&accumulate=true"), |s, b| {
-        s == 200 && b["data"][0].as_object().is_some_and(|m| !m.is_empty())
-    })
+    let body = wait_for(
+        &p,
+        &client,
+        &format!("/model/assets?window={w}&accumulate=true"),
+        |s, b| s == 200 && b["data"][0].as_object().is_some_and(|m| !m.is_empty()),
+    )
     .await;
     let assets = body["data"][0].as_object().unwrap();
     let node = |name: &str| {
@@ -359,16 +524,36 @@ async fn costs_match_arithmetic(version: PromVersion) {
             .clone()
     };
     let a = node("node-a");
-    assert!(close(a["totalCost"].as_f64().unwrap(), 4.0 * 24.0 * A_CPU + 16.0 * 24.0 * A_RAM, 1e-6), "{a}");
+    assert!(
+        close(
+            a["totalCost"].as_f64().unwrap(),
+            4.0 * 24.0 * A_CPU + 16.0 * 24.0 * A_RAM,
+            1e-6
+        ),
+        "{a}"
+    );
     assert_eq!(a["cpuCores"].as_f64().unwrap(), 4.0);
     let b = node("node-b");
     assert_eq!(b["preemptible"].as_f64().unwrap(), 1.0);
-    assert!(close(b["totalCost"].as_f64().unwrap(), 8.0 * 24.0 * SPOT_CPU + 32.0 * 24.0 * SPOT_RAM, 1e-6), "{b}");
+    assert!(
+        close(
+            b["totalCost"].as_f64().unwrap(),
+            8.0 * 24.0 * SPOT_CPU + 32.0 * 24.0 * SPOT_RAM,
+            1e-6
+        ),
+        "{b}"
+    );
     let g = node("node-g");
-    assert!(close(g["gpuCost"].as_f64().unwrap(), 2.0 * 24.0 * G_GPU, 1e-6), "{g}");
+    assert!(
+        close(g["gpuCost"].as_f64().unwrap(), 2.0 * 24.0 * G_GPU, 1e-6),
+        "{g}"
+    );
     let kinds: Vec<&str> = assets.values().filter_map(|a| a["type"].as_str()).collect();
     for kind in ["Disk", "LoadBalancer", "ClusterManagement"] {
-        assert!(kinds.contains(&kind), "{version:?}: no {kind} asset in {kinds:?}");
+        assert!(
+            kinds.contains(&kind),
+            "{version:?}: no {kind} asset in {kinds:?}"
+        );
     }
 
     // The leader exports the cost metrics under the cost-model's names.
@@ -424,10 +609,16 @@ async fn outages_publish_nothing_and_fill_the_gap_afterwards() {
     );
     let client = reqwest::Client::new();
     let status = wait_for(&p, &client, "/model/etl/status", |s, b| {
-        s == 200 && b["data"]["source"]["lastError"].as_str().is_some_and(|e| e.contains("500"))
+        s == 200
+            && b["data"]["source"]["lastError"]
+                .as_str()
+                .is_some_and(|e| e.contains("500"))
     })
     .await;
-    assert!(status["data"]["source"]["failingSince"].is_string(), "{status}");
+    assert!(
+        status["data"]["source"]["failingSince"].is_string(),
+        "{status}"
+    );
     let (_, body) = proc::get_json(&client, &p.url(&alloc_url(d1, "aggregate=namespace")))
         .await
         .unwrap();
@@ -440,13 +631,17 @@ async fn outages_publish_nothing_and_fill_the_gap_afterwards() {
     proxy.set_mode(Mode::Down);
     let seen = proxy.requests();
     wait_for(&p, &client, "/model/etl/status", |_, b| {
-        b["data"]["source"]["lastError"].as_str().is_some_and(|e| e.contains("connect") || e.contains("request failed"))
+        b["data"]["source"]["lastError"]
+            .as_str()
+            .is_some_and(|e| e.contains("connect") || e.contains("request failed"))
     })
     .await;
     assert!(proxy.requests() > seen);
     proxy.set_mode(Mode::Slow(Duration::from_secs(3)));
     wait_for(&p, &client, "/model/etl/status", |_, b| {
-        b["data"]["source"]["lastError"].as_str().is_some_and(|e| e.contains("no answer within"))
+        b["data"]["source"]["lastError"]
+            .as_str()
+            .is_some_and(|e| e.contains("no answer within"))
     })
     .await;
     let (_, body) = proc::get_json(&client, &p.url(&alloc_url(d1, "aggregate=namespace")))
@@ -457,9 +652,12 @@ async fn outages_publish_nothing_and_fill_the_gap_afterwards() {
     // Back: both days are built, with the same numbers as always.
     proxy.set_mode(Mode::Pass);
     for day in [d1, d1 + TimeDelta::days(1)] {
-        let body = wait_for(&p, &client, &alloc_url(day, "aggregate=namespace"), |s, b| {
-            s == 200 && set_of(b).contains_key("ml")
-        })
+        let body = wait_for(
+            &p,
+            &client,
+            &alloc_url(day, "aggregate=namespace"),
+            |s, b| s == 200 && set_of(b).contains_key("ml"),
+        )
         .await;
         let got = set_of(&body);
         let ml = got["ml"]["totalCost"].as_f64().unwrap();
@@ -469,7 +667,10 @@ async fn outages_publish_nothing_and_fill_the_gap_afterwards() {
         b["data"]["source"]["lastError"].is_null()
     })
     .await;
-    assert!(status["data"]["source"]["lastSuccess"].is_string(), "{status}");
+    assert!(
+        status["data"]["source"]["lastSuccess"].is_string(),
+        "{status}"
+    );
 }
 
 /// The repair routes rebuild on the leader, and a bad window is a 400.
@@ -492,12 +693,17 @@ async fn repair_rebuilds_a_day_on_the_leader() {
         ],
     );
     let client = reqwest::Client::new();
-    wait_for(&p, &client, &alloc_url(d1, "aggregate=namespace"), |s, b| {
-        s == 200 && set_of(b).contains_key("ml")
-    })
+    wait_for(
+        &p,
+        &client,
+        &alloc_url(d1, "aggregate=namespace"),
+        |s, b| s == 200 && set_of(b).contains_key("ml"),
+    )
     .await;
-    let gen_before = proc::get_json(&client, &p.url("/model/etl/status")).await.unwrap().1["data"]
-        ["snapshotGeneration"]
+    let gen_before = proc::get_json(&client, &p.url("/model/etl/status"))
+        .await
+        .unwrap()
+        .1["data"]["snapshotGeneration"]
         .as_u64()
         .unwrap();
     let w = format!(
@@ -537,10 +743,24 @@ async fn a_follower_names_the_leader_for_repairs() {
     let p = spawn(
         dir.path(),
         "follower-1",
-        &["--election", "follower", "--bucket-dir", bucket.to_str().unwrap()],
+        &[
+            "--election",
+            "follower",
+            "--bucket-dir",
+            bucket.to_str().unwrap(),
+        ],
     );
     let client = reqwest::Client::new();
-    let body = wait_for(&p, &client, "/model/etl/allocation/repair?window=1d", |s, _| s == 409).await;
+    let body = wait_for(
+        &p,
+        &client,
+        "/model/etl/allocation/repair?window=1d",
+        |s, _| s == 409,
+    )
+    .await;
     assert_eq!(body["code"], 409);
-    assert!(body["message"].as_str().unwrap().contains("follower"), "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("follower"),
+        "{body}"
+    );
 }

@@ -799,8 +799,8 @@ async fn etl_repair(
         )
         .into());
     };
-    let window =
-        crate::query::window::parse(text, query_now()).map_err(|e| crate::query::bad("window", e))?;
+    let window = crate::query::window::parse(text, query_now())
+        .map_err(|e| crate::query::bad("window", e))?;
     match state.etl.send(crate::etl::Repair { window }).await? {
         Ok(days) => Ok(HttpResponse::Ok().json(serde_json::json!({
             "code": 200,

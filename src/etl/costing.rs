@@ -118,7 +118,8 @@ pub fn price(
             storage_class: v.storage_class.clone(),
             claim_name: v.claim_name.clone(),
             claim_namespace: v.claim_namespace.clone(),
-            cost: v.bytes / GIB * (v.unmounted_hours + v.mounts.iter().map(|m| m.hours).sum::<f64>())
+            cost: v.bytes / GIB
+                * (v.unmounted_hours + v.mounts.iter().map(|m| m.hours).sum::<f64>())
                 * v.price,
             ..Asset::default()
         });
@@ -135,11 +136,14 @@ pub fn price(
                 Some(idx) if !idx.is_empty() => {
                     let n = idx.len() as f64;
                     for &i in idx {
-                        let e = allocations[i].pvs.entry(key.clone()).or_insert(PvAllocation {
-                            byte_hours: 0.0,
-                            cost: 0.0,
-                            provider_id: v.provider_id.clone(),
-                        });
+                        let e = allocations[i]
+                            .pvs
+                            .entry(key.clone())
+                            .or_insert(PvAllocation {
+                                byte_hours: 0.0,
+                                cost: 0.0,
+                                provider_id: v.provider_id.clone(),
+                            });
                         let add = pv_alloc(m.hours, n);
                         e.byte_hours += add.byte_hours;
                         e.cost += add.cost;

@@ -81,18 +81,66 @@ pub struct CostMetrics {
 impl CostMetrics {
     /// Registers every family under its cost-model name.
     pub fn register(&self, r: &mut Registry) {
-        r.register("node_cpu_hourly_cost", "Hourly cost per vCPU on this node", self.node_cpu.clone());
-        r.register("node_ram_hourly_cost", "Hourly cost per GiB of memory on this node", self.node_ram.clone());
-        r.register("node_gpu_hourly_cost", "Hourly cost per GPU on this node", self.node_gpu.clone());
-        r.register("node_gpu_count", "Number of GPUs on this node", self.node_gpu_count.clone());
-        r.register("node_total_hourly_cost", "Total node cost per hour", self.node_total.clone());
-        r.register("kubecost_node_is_spot", "Whether the node is a spot (preemptible) instance", self.node_spot.clone());
-        r.register("pv_hourly_cost", "Hourly cost per GiB of a persistent volume", self.pv.clone());
-        r.register("kubecost_load_balancer_cost", "Hourly cost of a load balancer", self.lb.clone());
-        r.register("container_cpu_allocation", "CPU cores allocated to a container: max(request, usage)", self.cpu_allocation.clone());
-        r.register("container_memory_allocation_bytes", "Memory bytes allocated to a container: max(request, usage)", self.ram_allocation.clone());
-        r.register("container_gpu_allocation", "GPUs allocated to a container", self.gpu_allocation.clone());
-        r.register("kubecost_cluster_info", "Cluster information", self.cluster_info.clone());
+        r.register(
+            "node_cpu_hourly_cost",
+            "Hourly cost per vCPU on this node",
+            self.node_cpu.clone(),
+        );
+        r.register(
+            "node_ram_hourly_cost",
+            "Hourly cost per GiB of memory on this node",
+            self.node_ram.clone(),
+        );
+        r.register(
+            "node_gpu_hourly_cost",
+            "Hourly cost per GPU on this node",
+            self.node_gpu.clone(),
+        );
+        r.register(
+            "node_gpu_count",
+            "Number of GPUs on this node",
+            self.node_gpu_count.clone(),
+        );
+        r.register(
+            "node_total_hourly_cost",
+            "Total node cost per hour",
+            self.node_total.clone(),
+        );
+        r.register(
+            "kubecost_node_is_spot",
+            "Whether the node is a spot (preemptible) instance",
+            self.node_spot.clone(),
+        );
+        r.register(
+            "pv_hourly_cost",
+            "Hourly cost per GiB of a persistent volume",
+            self.pv.clone(),
+        );
+        r.register(
+            "kubecost_load_balancer_cost",
+            "Hourly cost of a load balancer",
+            self.lb.clone(),
+        );
+        r.register(
+            "container_cpu_allocation",
+            "CPU cores allocated to a container: max(request, usage)",
+            self.cpu_allocation.clone(),
+        );
+        r.register(
+            "container_memory_allocation_bytes",
+            "Memory bytes allocated to a container: max(request, usage)",
+            self.ram_allocation.clone(),
+        );
+        r.register(
+            "container_gpu_allocation",
+            "GPUs allocated to a container",
+            self.gpu_allocation.clone(),
+        );
+        r.register(
+            "kubecost_cluster_info",
+            "Cluster information",
+            self.cluster_info.clone(),
+        );
     }
 
     fn families(&self) -> [&dyn Clearable; 12] {
@@ -134,18 +182,31 @@ impl CostMetrics {
                 instance: n.name.clone(),
                 node: n.name.clone(),
                 instance_type: n.instance_type.clone(),
-                region: label(&n.labels, &["topology_kubernetes_io_region", "failure_domain_beta_kubernetes_io_region"]),
+                region: label(
+                    &n.labels,
+                    &[
+                        "topology_kubernetes_io_region",
+                        "failure_domain_beta_kubernetes_io_region",
+                    ],
+                ),
                 provider_id: n.provider_id.clone(),
-                arch: label(&n.labels, &["kubernetes_io_arch", "beta_kubernetes_io_arch"]),
+                arch: label(
+                    &n.labels,
+                    &["kubernetes_io_arch", "beta_kubernetes_io_arch"],
+                ),
             };
             self.node_cpu.get_or_create(&l).set(n.cpu_price);
             self.node_ram.get_or_create(&l).set(n.ram_price);
             self.node_gpu.get_or_create(&l).set(n.gpu_price);
             self.node_gpu_count.get_or_create(&l).set(n.gpu_count);
             self.node_total.get_or_create(&l).set(
-                n.cpu_cores * n.cpu_price + n.ram_bytes / GIB * n.ram_price + n.gpu_count * n.gpu_price,
+                n.cpu_cores * n.cpu_price
+                    + n.ram_bytes / GIB * n.ram_price
+                    + n.gpu_count * n.gpu_price,
             );
-            self.node_spot.get_or_create(&l).set(if n.spot { 1.0 } else { 0.0 });
+            self.node_spot
+                .get_or_create(&l)
+                .set(if n.spot { 1.0 } else { 0.0 });
         }
         for v in &cw.volumes {
             let l = PvLabels {
@@ -175,10 +236,16 @@ impl CostMetrics {
                 instance: c.node.clone(),
                 node: c.node.clone(),
             };
-            self.cpu_allocation.get_or_create(&l).set(c.cpu_core_hours / hours);
-            self.ram_allocation.get_or_create(&l).set(c.ram_byte_hours / hours);
+            self.cpu_allocation
+                .get_or_create(&l)
+                .set(c.cpu_core_hours / hours);
+            self.ram_allocation
+                .get_or_create(&l)
+                .set(c.ram_byte_hours / hours);
             if c.gpu_hours > 0.0 {
-                self.gpu_allocation.get_or_create(&l).set(c.gpu_hours / hours);
+                self.gpu_allocation
+                    .get_or_create(&l)
+                    .set(c.gpu_hours / hours);
             }
         }
         self.cluster_info

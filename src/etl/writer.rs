@@ -74,6 +74,8 @@ pub struct EtlWriter {
     /// Writes are enabled for the current term.
     writable: bool,
     running: bool,
+    /// A repair arrived while a run was going: run again as soon as it ends.
+    rerun: bool,
     _lifeline: Lifeline,
 }
 
@@ -97,6 +99,7 @@ impl EtlWriter {
             leading: None,
             writable: false,
             running: false,
+            rerun: false,
             _lifeline: lifeline,
         }
     }
@@ -171,7 +174,12 @@ impl EtlWriter {
                     }
                     if sets.is_empty() {
                         if repair {
-                            repairs.lock().expect("repairs lock").pop_front();
+                            let left = {
+                                    let mut q = repairs.lock().expect("repairs lock");
+                                    q.pop_front();
+                                    q.len()
+                                };
+                                progress.update(|p| p.repairs_pending = left);
                         }
                         continue;
                     }
@@ -184,7 +192,12 @@ impl EtlWriter {
                             progress.succeeded();
                             let ms = started.elapsed().as_millis();
                             if repair {
-                                repairs.lock().expect("repairs lock").pop_front();
+                                let left = {
+                                    let mut q = repairs.lock().expect("repairs lock");
+                                    q.pop_front();
+                                    q.len()
+                                };
+                                progress.update(|p| p.repairs_pending = left);
                                 tracing::info!("ETL: {}: {count} sets rebuilt, generation {generation}, {ms} ms", batch.label);
                             } else if i > 0 {
                                 let done = backfill - backfill_left;
@@ -197,7 +210,12 @@ impl EtlWriter {
                             // Kept locally and served; the backup catches up on its own.
                             progress.succeeded();
                             if repair {
-                                repairs.lock().expect("repairs lock").pop_front();
+                                let left = {
+                                    let mut q = repairs.lock().expect("repairs lock");
+                                    q.pop_front();
+                                    q.len()
+                                };
+                                progress.update(|p| p.repairs_pending = left);
                             }
                             tracing::warn!(%error, "ETL: {}: kept in the local store; the bucket backup lags", batch.label);
                         }
@@ -225,9 +243,12 @@ impl EtlWriter {
                 }
             }
             .into_actor(self)
-            .map(|(), act, _| {
+            .map(|(), act, ctx| {
                 act.running = false;
                 act.progress.update(|p| p.backfill_pending = 0);
+                if std::mem::take(&mut act.rerun) {
+                    act.run(ctx, None);
+                }
             }),
         );
     }
@@ -239,7 +260,10 @@ fn window_label(res: Resolution, start: DateTime<Utc>) -> String {
         Resolution::Hour => "hour",
         Resolution::Day => "day",
     };
-    format!("{r} {}", start.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+    format!(
+        "{r} {}",
+        start.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    )
 }
 
 /// The batches that rebuild every complete day (and hour within the hourly retention) that
@@ -286,7 +310,11 @@ impl Handler<Repair> for EtlWriter {
         tracing::info!(days = n, window = ?msg.window, "ETL: repair queued");
         self.repairs.lock().expect("repairs lock").extend(batches);
         self.progress.update(|p| p.repairs_pending += n);
-        self.run(ctx, None);
+        if self.running {
+            self.rerun = true;
+        } else {
+            self.run(ctx, None);
+        }
         Ok(n)
     }
 }

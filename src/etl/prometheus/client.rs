@@ -120,10 +120,16 @@ impl Client {
     /// wrong with it.
     pub fn new(conn: Connection) -> Result<Self, (&'static str, String)> {
         let url = reqwest::Url::parse(&conn.url).map_err(|e| {
-            ("url", format!("not a URL ({e}): {}", crate::redact::userinfo(&conn.url)))
+            (
+                "url",
+                format!("not a URL ({e}): {}", crate::redact::userinfo(&conn.url)),
+            )
         })?;
         if !matches!(url.scheme(), "http" | "https") {
-            return Err(("url", format!("must be http or https, not {}", url.scheme())));
+            return Err((
+                "url",
+                format!("must be http or https, not {}", url.scheme()),
+            ));
         }
         if !url.username().is_empty() || url.password().is_some() {
             return Err((
@@ -140,10 +146,16 @@ impl Client {
             let pem = std::fs::read(ca)
                 .map_err(|e| ("ca_file", format!("cannot read {}: {e}", ca.display())))?;
             let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
-                ("ca_file", format!("{} holds no PEM certificate: {e}", ca.display()))
+                (
+                    "ca_file",
+                    format!("{} holds no PEM certificate: {e}", ca.display()),
+                )
             })?;
             if certs.is_empty() {
-                return Err(("ca_file", format!("{} holds no PEM certificate", ca.display())));
+                return Err((
+                    "ca_file",
+                    format!("{} holds no PEM certificate", ca.display()),
+                ));
             }
             for c in certs {
                 builder = builder.add_root_certificate(c);
@@ -156,7 +168,10 @@ impl Client {
             reqwest::header::HeaderName::from_bytes(name.as_bytes())
                 .map_err(|_| ("headers", format!("`{name}` is not a valid header name")))?;
             reqwest::header::HeaderValue::from_str(&value.0).map_err(|_| {
-                ("headers", format!("the value of header `{name}` is not valid in a header"))
+                (
+                    "headers",
+                    format!("the value of header `{name}` is not valid in a header"),
+                )
             })?;
         }
         let http = builder
@@ -179,8 +194,12 @@ impl Client {
 
     /// An instant query at `at`.
     pub async fn instant(&self, query: &str, at: DateTime<Utc>) -> Result<Vec<Series>, QueryError> {
-        self.call("query", query, vec![("time", seconds(at.timestamp_millis()))])
-            .await
+        self.call(
+            "query",
+            query,
+            vec![("time", seconds(at.timestamp_millis()))],
+        )
+        .await
     }
 
     /// A range query from `start` to `end` (both evaluated) every `step`.
@@ -257,7 +276,12 @@ impl Client {
         let token = match &self.conn.bearer_token_file {
             Some(path) => Some(
                 std::fs::read_to_string(path)
-                    .map_err(|e| (format!("cannot read the bearer token file {}: {e}", path.display()), true))?
+                    .map_err(|e| {
+                        (
+                            format!("cannot read the bearer token file {}: {e}", path.display()),
+                            true,
+                        )
+                    })?
                     .trim()
                     .to_string(),
             ),
@@ -275,13 +299,19 @@ impl Client {
             } else if e.is_connect() {
                 format!("cannot connect to {}", crate::redact::userinfo(&self.base))
             } else {
-                format!("request failed: {}", crate::redact::userinfo(&e.without_url().to_string()))
+                format!(
+                    "request failed: {}",
+                    crate::redact::userinfo(&e.without_url().to_string())
+                )
             };
             (what, true)
         })?;
         let status = resp.status();
         let body = resp.bytes().await.map_err(|e| {
-            (format!("reading the answer failed: {}", e.without_url()), true)
+            (
+                format!("reading the answer failed: {}", e.without_url()),
+                true,
+            )
         })?;
         if status.is_success() {
             return Ok(body);
@@ -289,7 +319,10 @@ impl Client {
         // Prometheus explains a refused query in its JSON envelope.
         let detail = serde_json::from_slice::<Envelope>(&body)
             .ok()
-            .and_then(|e| e.error.map(|m| format!("{}: {m}", e.error_type.unwrap_or_default())))
+            .and_then(|e| {
+                e.error
+                    .map(|m| format!("{}: {m}", e.error_type.unwrap_or_default()))
+            })
             .unwrap_or_else(|| String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned());
         let retryable = status.is_server_error() || status.as_u16() == 429;
         Err((format!("HTTP {status}: {detail}"), retryable))
@@ -362,7 +395,10 @@ mod tests {
             .unwrap_err();
         assert_eq!(e, "bad_data: parse error");
         assert!(parse(b"<html>").is_err());
-        assert!(parse(br#"{"status":"success","data":{"resultType":"scalar","result":[1,"1"]}}"#).is_err());
+        assert!(
+            parse(br#"{"status":"success","data":{"resultType":"scalar","result":[1,"1"]}}"#)
+                .is_err()
+        );
     }
 
     #[test]

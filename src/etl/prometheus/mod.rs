@@ -78,7 +78,10 @@ impl PrometheusSource {
             m.push(matchers.to_string());
         }
         if let Some((label, value)) = &self.settings.cluster_filter {
-            m.push(format!("{label}=\"{}\"", value.replace('\\', "\\\\").replace('"', "\\\"")));
+            m.push(format!(
+                "{label}=\"{}\"",
+                value.replace('\\', "\\\\").replace('"', "\\\"")
+            ));
         }
         format!("{metric}{{{}}}", m.join(","))
     }
@@ -88,56 +91,267 @@ impl PrometheusSource {
         let c = "container!=\"\",container!=\"POD\"";
         let by_c = "namespace, pod, container";
         vec![
-            (Q::Running, format!("max by ({by_c}) (max_over_time({}[R])) > 0", self.sel("kube_pod_container_status_running", ""))),
-            (Q::PodNode, format!("max by (namespace, pod, node) (max_over_time({}[R]))", self.sel("kube_pod_info", "node!=\"\""))),
-            (Q::CpuRequest, format!("avg by ({by_c}) (avg_over_time({}[R]))", self.sel("kube_pod_container_resource_requests", "resource=\"cpu\",unit=\"core\""))),
-            (Q::RamRequest, format!("avg by ({by_c}) (avg_over_time({}[R]))", self.sel("kube_pod_container_resource_requests", "resource=\"memory\",unit=\"byte\""))),
-            (Q::GpuRequest, format!("avg by ({by_c}) (avg_over_time({}[R]))", self.sel("kube_pod_container_resource_requests", "resource=~\"nvidia_com_gpu|nvidia_com_gpu_shared\""))),
-            (Q::CpuLimit, format!("avg by ({by_c}) (avg_over_time({}[R]))", self.sel("kube_pod_container_resource_limits", "resource=\"cpu\",unit=\"core\""))),
-            (Q::RamLimit, format!("avg by ({by_c}) (avg_over_time({}[R]))", self.sel("kube_pod_container_resource_limits", "resource=\"memory\",unit=\"byte\""))),
-            (Q::CpuUsage, format!("sum by ({by_c}) (rate({}[R]))", self.sel("container_cpu_usage_seconds_total", c))),
-            (Q::RamUsage, format!("sum by ({by_c}) (avg_over_time({}[R]))", self.sel("container_memory_working_set_bytes", c))),
-            (Q::RamMax, format!("sum by ({by_c}) (max_over_time({}[R]))", self.sel("container_memory_working_set_bytes", c))),
-            (Q::GpuUsage, format!("avg by ({by_c}) (avg_over_time({}[R]))", self.sel("DCGM_FI_PROF_GR_ENGINE_ACTIVE", c))),
-            (Q::NodeCpu, format!("max by (node) (max_over_time({}[R]))", self.sel("kube_node_status_capacity", "resource=\"cpu\",unit=\"core\""))),
-            (Q::NodeRam, format!("max by (node) (max_over_time({}[R]))", self.sel("kube_node_status_capacity", "resource=\"memory\",unit=\"byte\""))),
-            (Q::NodeGpu, format!("max by (node) (max_over_time({}[R]))", self.sel("kube_node_status_capacity", "resource=\"nvidia_com_gpu\""))),
-            (Q::NodeCpuPrice, format!("avg by (node) (avg_over_time({}[R]))", self.sel("node_cpu_hourly_cost", ""))),
-            (Q::NodeRamPrice, format!("avg by (node) (avg_over_time({}[R]))", self.sel("node_ram_hourly_cost", ""))),
-            (Q::NodeGpuPrice, format!("avg by (node) (avg_over_time({}[R]))", self.sel("node_gpu_hourly_cost", ""))),
-            (Q::PvBytes, format!("max by (persistentvolume) (max_over_time({}[R]))", self.sel("kube_persistentvolume_capacity_bytes", ""))),
-            (Q::PvPrice, format!("avg by (persistentvolume) (avg_over_time({}[R]))", self.sel("pv_hourly_cost", ""))),
-            (Q::PodClaims, format!("max by (namespace, pod, persistentvolumeclaim) (max_over_time({}[R]))", self.sel("kube_pod_spec_volumes_persistentvolumeclaims_info", ""))),
-            (Q::LbCost, format!("avg by (namespace, service_name, ingress_ip) (avg_over_time({}[R]))", self.sel("kubecost_load_balancer_cost", ""))),
-            (Q::LbService, format!("max by (namespace, service) (max_over_time({}[R]))", self.sel("kube_service_spec_type", "type=\"LoadBalancer\""))),
-            (Q::ClusterManagement, format!("avg by (provisioner_name) (avg_over_time({}[R]))", self.sel("kubecost_cluster_management_cost", ""))),
-            (Q::Egress, format!("sum by (namespace, pod_name, internet, same_zone, same_region) (increase({}[R]))", self.sel("kubecost_pod_network_egress_bytes_total", ""))),
-            (Q::Transmit, format!("sum by (namespace, pod) (increase({}[R]))", self.sel("container_network_transmit_bytes_total", "pod!=\"\""))),
-            (Q::Receive, format!("sum by (namespace, pod) (increase({}[R]))", self.sel("container_network_receive_bytes_total", "pod!=\"\""))),
-            (Q::ZoneEgressPrice, format!("avg(avg_over_time({}[R]))", self.sel("kubecost_network_zone_egress_cost", ""))),
-            (Q::RegionEgressPrice, format!("avg(avg_over_time({}[R]))", self.sel("kubecost_network_region_egress_cost", ""))),
-            (Q::InternetEgressPrice, format!("avg(avg_over_time({}[R]))", self.sel("kubecost_network_internet_egress_cost", ""))),
+            (
+                Q::Running,
+                format!(
+                    "max by ({by_c}) (max_over_time({}[R])) > 0",
+                    self.sel("kube_pod_container_status_running", "")
+                ),
+            ),
+            (
+                Q::PodNode,
+                format!(
+                    "max by (namespace, pod, node) (max_over_time({}[R]))",
+                    self.sel("kube_pod_info", "node!=\"\"")
+                ),
+            ),
+            (
+                Q::CpuRequest,
+                format!(
+                    "avg by ({by_c}) (avg_over_time({}[R]))",
+                    self.sel(
+                        "kube_pod_container_resource_requests",
+                        "resource=\"cpu\",unit=\"core\""
+                    )
+                ),
+            ),
+            (
+                Q::RamRequest,
+                format!(
+                    "avg by ({by_c}) (avg_over_time({}[R]))",
+                    self.sel(
+                        "kube_pod_container_resource_requests",
+                        "resource=\"memory\",unit=\"byte\""
+                    )
+                ),
+            ),
+            (
+                Q::GpuRequest,
+                format!(
+                    "avg by ({by_c}) (avg_over_time({}[R]))",
+                    self.sel(
+                        "kube_pod_container_resource_requests",
+                        "resource=~\"nvidia_com_gpu|nvidia_com_gpu_shared\""
+                    )
+                ),
+            ),
+            (
+                Q::CpuLimit,
+                format!(
+                    "avg by ({by_c}) (avg_over_time({}[R]))",
+                    self.sel(
+                        "kube_pod_container_resource_limits",
+                        "resource=\"cpu\",unit=\"core\""
+                    )
+                ),
+            ),
+            (
+                Q::RamLimit,
+                format!(
+                    "avg by ({by_c}) (avg_over_time({}[R]))",
+                    self.sel(
+                        "kube_pod_container_resource_limits",
+                        "resource=\"memory\",unit=\"byte\""
+                    )
+                ),
+            ),
+            (
+                Q::CpuUsage,
+                format!(
+                    "sum by ({by_c}) (rate({}[R]))",
+                    self.sel("container_cpu_usage_seconds_total", c)
+                ),
+            ),
+            (
+                Q::RamUsage,
+                format!(
+                    "sum by ({by_c}) (avg_over_time({}[R]))",
+                    self.sel("container_memory_working_set_bytes", c)
+                ),
+            ),
+            (
+                Q::RamMax,
+                format!(
+                    "sum by ({by_c}) (max_over_time({}[R]))",
+                    self.sel("container_memory_working_set_bytes", c)
+                ),
+            ),
+            (
+                Q::GpuUsage,
+                format!(
+                    "avg by ({by_c}) (avg_over_time({}[R]))",
+                    self.sel("DCGM_FI_PROF_GR_ENGINE_ACTIVE", c)
+                ),
+            ),
+            (
+                Q::NodeCpu,
+                format!(
+                    "max by (node) (max_over_time({}[R]))",
+                    self.sel(
+                        "kube_node_status_capacity",
+                        "resource=\"cpu\",unit=\"core\""
+                    )
+                ),
+            ),
+            (
+                Q::NodeRam,
+                format!(
+                    "max by (node) (max_over_time({}[R]))",
+                    self.sel(
+                        "kube_node_status_capacity",
+                        "resource=\"memory\",unit=\"byte\""
+                    )
+                ),
+            ),
+            (
+                Q::NodeGpu,
+                format!(
+                    "max by (node) (max_over_time({}[R]))",
+                    self.sel("kube_node_status_capacity", "resource=\"nvidia_com_gpu\"")
+                ),
+            ),
+            (
+                Q::NodeCpuPrice,
+                format!(
+                    "avg by (node) (avg_over_time({}[R]))",
+                    self.sel("node_cpu_hourly_cost", "")
+                ),
+            ),
+            (
+                Q::NodeRamPrice,
+                format!(
+                    "avg by (node) (avg_over_time({}[R]))",
+                    self.sel("node_ram_hourly_cost", "")
+                ),
+            ),
+            (
+                Q::NodeGpuPrice,
+                format!(
+                    "avg by (node) (avg_over_time({}[R]))",
+                    self.sel("node_gpu_hourly_cost", "")
+                ),
+            ),
+            (
+                Q::PvBytes,
+                format!(
+                    "max by (persistentvolume) (max_over_time({}[R]))",
+                    self.sel("kube_persistentvolume_capacity_bytes", "")
+                ),
+            ),
+            (
+                Q::PvPrice,
+                format!(
+                    "avg by (persistentvolume) (avg_over_time({}[R]))",
+                    self.sel("pv_hourly_cost", "")
+                ),
+            ),
+            (
+                Q::PodClaims,
+                format!(
+                    "max by (namespace, pod, persistentvolumeclaim) (max_over_time({}[R]))",
+                    self.sel("kube_pod_spec_volumes_persistentvolumeclaims_info", "")
+                ),
+            ),
+            (
+                Q::LbCost,
+                format!(
+                    "avg by (namespace, service_name, ingress_ip) (avg_over_time({}[R]))",
+                    self.sel("kubecost_load_balancer_cost", "")
+                ),
+            ),
+            (
+                Q::LbService,
+                format!(
+                    "max by (namespace, service) (max_over_time({}[R]))",
+                    self.sel("kube_service_spec_type", "type=\"LoadBalancer\"")
+                ),
+            ),
+            (
+                Q::ClusterManagement,
+                format!(
+                    "avg by (provisioner_name) (avg_over_time({}[R]))",
+                    self.sel("kubecost_cluster_management_cost", "")
+                ),
+            ),
+            (
+                Q::Egress,
+                format!(
+                    "sum by (namespace, pod_name, internet, same_zone, same_region) (increase({}[R]))",
+                    self.sel("kubecost_pod_network_egress_bytes_total", "")
+                ),
+            ),
+            (
+                Q::Transmit,
+                format!(
+                    "sum by (namespace, pod) (increase({}[R]))",
+                    self.sel("container_network_transmit_bytes_total", "pod!=\"\"")
+                ),
+            ),
+            (
+                Q::Receive,
+                format!(
+                    "sum by (namespace, pod) (increase({}[R]))",
+                    self.sel("container_network_receive_bytes_total", "pod!=\"\"")
+                ),
+            ),
+            (
+                Q::ZoneEgressPrice,
+                format!(
+                    "avg(avg_over_time({}[R]))",
+                    self.sel("kubecost_network_zone_egress_cost", "")
+                ),
+            ),
+            (
+                Q::RegionEgressPrice,
+                format!(
+                    "avg(avg_over_time({}[R]))",
+                    self.sel("kubecost_network_region_egress_cost", "")
+                ),
+            ),
+            (
+                Q::InternetEgressPrice,
+                format!(
+                    "avg(avg_over_time({}[R]))",
+                    self.sel("kubecost_network_internet_egress_cost", "")
+                ),
+            ),
         ]
     }
 
     /// Every metadata query, with `{D}` for the batch's range.
     fn meta_queries(&self) -> Vec<(M, String)> {
-        let last = |m: &str, matchers: &str| format!("last_over_time({}[D])", self.sel(m, matchers));
+        let last =
+            |m: &str, matchers: &str| format!("last_over_time({}[D])", self.sel(m, matchers));
         vec![
             (M::PodLabels, last("kube_pod_labels", "")),
             (M::PodAnnotations, last("kube_pod_annotations", "")),
             (M::NamespaceLabels, last("kube_namespace_labels", "")),
-            (M::NamespaceAnnotations, last("kube_namespace_annotations", "")),
+            (
+                M::NamespaceAnnotations,
+                last("kube_namespace_annotations", ""),
+            ),
             (M::PodOwner, last("kube_pod_owner", "")),
             (M::ReplicaSetOwner, last("kube_replicaset_owner", "")),
             (M::JobOwner, last("kube_job_owner", "")),
             (M::NodeLabels, last("kube_node_labels", "")),
             (M::NodeInfo, last("kube_node_info", "")),
-            (M::NodeSpot, format!("max by (node) (max_over_time({}[D]))", self.sel("kubecost_node_is_spot", ""))),
-            (M::ClaimInfo, last("kube_persistentvolumeclaim_info", "volumename!=\"\"")),
+            (
+                M::NodeSpot,
+                format!(
+                    "max by (node) (max_over_time({}[D]))",
+                    self.sel("kubecost_node_is_spot", "")
+                ),
+            ),
+            (
+                M::ClaimInfo,
+                last("kube_persistentvolumeclaim_info", "volumename!=\"\""),
+            ),
             (M::PvInfo, last("kube_persistentvolume_info", "")),
             (M::ServiceSelector, last("service_selector_labels", "")),
-            (M::LbIngress, last("kube_service_status_load_balancer_ingress", "")),
+            (
+                M::LbIngress,
+                last("kube_service_status_load_balancer_ingress", ""),
+            ),
         ]
     }
 
@@ -146,7 +360,11 @@ impl PrometheusSource {
         &self,
         windows: &[(Window, DateTime<Utc>)],
     ) -> Result<Vec<ClusterWindow>, SourceError> {
-        let start = windows.iter().map(|(w, _)| w.start).min().expect("a window");
+        let start = windows
+            .iter()
+            .map(|(w, _)| w.start)
+            .min()
+            .expect("a window");
         let end = windows
             .iter()
             .map(|(w, d)| w.end.min(*d))
@@ -350,8 +568,11 @@ impl Data {
                 Answer::Steps(q, series) => {
                     let list = steps.entry(q).or_default();
                     for s in series {
-                        let mut key: Vec<(String, String)> =
-                            s.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+                        let mut key: Vec<(String, String)> = s
+                            .labels
+                            .iter()
+                            .map(|(k, v)| (k.clone(), v.clone()))
+                            .collect();
                         key.sort();
                         let points = s.points.iter().map(|(t, v)| ((t + 1 - t0) / res - 1, *v));
                         match index.get(&(q, key.clone())) {
@@ -374,7 +595,12 @@ impl Data {
                 s.points.sort_by_key(|(k, _)| *k);
             }
         }
-        Self { t0, res, steps, meta }
+        Self {
+            t0,
+            res,
+            steps,
+            meta,
+        }
     }
 
     fn q(&self, q: Q) -> &[StepSeries] {
@@ -394,7 +620,9 @@ impl Data {
                 s.label("pod").to_string(),
                 s.label("container").to_string(),
             );
-            out.entry(key).or_default().extend(s.within(k0, k1).iter().copied());
+            out.entry(key)
+                .or_default()
+                .extend(s.within(k0, k1).iter().copied());
         }
         out
     }
@@ -502,9 +730,16 @@ impl Data {
         let mut pod_node: HashMap<(String, String), Vec<(i64, String)>> = HashMap::new();
         for sr in self.q(Q::PodNode) {
             let e = pod_node
-                .entry((sr.label("namespace").to_string(), sr.label("pod").to_string()))
+                .entry((
+                    sr.label("namespace").to_string(),
+                    sr.label("pod").to_string(),
+                ))
                 .or_default();
-            e.extend(sr.within(k0, k1).iter().map(|(k, _)| (*k, sr.label("node").to_string())));
+            e.extend(
+                sr.within(k0, k1)
+                    .iter()
+                    .map(|(k, _)| (*k, sr.label("node").to_string())),
+            );
         }
         for v in pod_node.values_mut() {
             v.sort();
@@ -515,7 +750,9 @@ impl Data {
                 .and_then(|v| {
                     let i = v.partition_point(|(s, _)| *s <= k);
                     // The pod's node at step k, or the nearest step before it.
-                    (i > 0).then(|| v[i - 1].1.clone()).or_else(|| v.first().map(|x| x.1.clone()))
+                    (i > 0)
+                        .then(|| v[i - 1].1.clone())
+                        .or_else(|| v.first().map(|x| x.1.clone()))
                 })
                 .unwrap_or_default()
         };
@@ -606,7 +843,10 @@ impl Data {
                 .flat_map(|(_, m)| m.keys().copied())
                 .collect();
             let e = claim_pods
-                .entry((ns.to_string(), sr.label("persistentvolumeclaim").to_string()))
+                .entry((
+                    ns.to_string(),
+                    sr.label("persistentvolumeclaim").to_string(),
+                ))
                 .or_default();
             for (k, _) in sr.within(k0, k1) {
                 if runs.contains(k) {
@@ -628,7 +868,10 @@ impl Data {
             let mut mounts: BTreeMap<String, f64> = BTreeMap::new();
             let mut unmounted_hours = 0.0;
             for (k, _) in &pts {
-                match pods_by_step.and_then(|m| m.get(k)).filter(|p| !p.is_empty()) {
+                match pods_by_step
+                    .and_then(|m| m.get(k))
+                    .filter(|p| !p.is_empty())
+                {
                     Some(list) => {
                         for p in list {
                             *mounts.entry(p.clone()).or_default() +=
@@ -642,7 +885,11 @@ impl Data {
             let last = pts.iter().map(|(k, _)| *k).max().unwrap_or(k0);
             let (claim_namespace, claim_name) = claim.cloned().unwrap_or_default();
             volumes.push(VolumeUsage {
-                provider_id: meta.pv_provider.get(&pv).cloned().unwrap_or_else(|| pv.clone()),
+                provider_id: meta
+                    .pv_provider
+                    .get(&pv)
+                    .cloned()
+                    .unwrap_or_else(|| pv.clone()),
                 bytes: pts.iter().map(|(_, v)| v).sum::<f64>() / pts.len() as f64,
                 price: mean(&pv_price, &pv).unwrap_or(s.pricing.storage),
                 storage_class: meta.storage_class.get(&pv).cloned().unwrap_or_default(),
@@ -704,13 +951,19 @@ impl Data {
             priced.insert((ns.clone(), svc.clone()));
         }
         for sr in self.q(Q::LbService) {
-            let key = (sr.label("namespace").to_string(), sr.label("service").to_string());
+            let key = (
+                sr.label("namespace").to_string(),
+                sr.label("service").to_string(),
+            );
             let pts = sr.within(k0, k1);
             if pts.is_empty() || priced.contains(&key) {
                 continue;
             }
             let ip = meta.lb_ip.get(&key).cloned().unwrap_or_default();
-            let pts = pts.iter().map(|(k, _)| (*k, s.pricing.load_balancer)).collect();
+            let pts = pts
+                .iter()
+                .map(|(k, _)| (*k, s.pricing.load_balancer))
+                .collect();
             lbs.push((key.0, key.1, ip, pts));
         }
         for (ns, svc, ip, pts) in lbs {
@@ -745,7 +998,10 @@ impl Data {
         let mut nets: BTreeMap<(String, String), PodNetwork> = BTreeMap::new();
         for sr in self.q(Q::Egress) {
             let bytes: f64 = sr.within(k0, k1).iter().map(|(_, v)| v).sum();
-            let key = (sr.label("namespace").to_string(), sr.label("pod_name").to_string());
+            let key = (
+                sr.label("namespace").to_string(),
+                sr.label("pod_name").to_string(),
+            );
             let n = nets.entry(key.clone()).or_insert_with(|| PodNetwork {
                 namespace: key.0.clone(),
                 pod: key.1.clone(),
@@ -764,7 +1020,10 @@ impl Data {
         for (q, transmit) in [(Q::Transmit, true), (Q::Receive, false)] {
             for sr in self.q(q) {
                 let bytes: f64 = sr.within(k0, k1).iter().map(|(_, v)| v).sum();
-                let key = (sr.label("namespace").to_string(), sr.label("pod").to_string());
+                let key = (
+                    sr.label("namespace").to_string(),
+                    sr.label("pod").to_string(),
+                );
                 let n = nets.entry(key.clone()).or_insert_with(|| PodNetwork {
                     namespace: key.0.clone(),
                     pod: key.1.clone(),
@@ -778,8 +1037,12 @@ impl Data {
             }
         }
         let egress_prices = EgressPrices {
-            zone: self.scalar(Q::ZoneEgressPrice, k0, k1).unwrap_or(s.pricing.zone_egress),
-            region: self.scalar(Q::RegionEgressPrice, k0, k1).unwrap_or(s.pricing.region_egress),
+            zone: self
+                .scalar(Q::ZoneEgressPrice, k0, k1)
+                .unwrap_or(s.pricing.zone_egress),
+            region: self
+                .scalar(Q::RegionEgressPrice, k0, k1)
+                .unwrap_or(s.pricing.region_egress),
             internet: self
                 .scalar(Q::InternetEgressPrice, k0, k1)
                 .unwrap_or(s.pricing.internet_egress),
@@ -848,7 +1111,10 @@ impl Meta {
         let mut pods: BTreeMap<(String, String), PodMeta> = BTreeMap::new();
         let key = |s: &Series| (s.label("namespace").to_string(), s.label("pod").to_string());
         for s in d.m(M::PodLabels) {
-            pods.entry(key(s)).or_default().labels.extend(prefixed(s, "label_"));
+            pods.entry(key(s))
+                .or_default()
+                .labels
+                .extend(prefixed(s, "label_"));
         }
         for s in d.m(M::PodAnnotations) {
             pods.entry(key(s))
@@ -861,8 +1127,14 @@ impl Meta {
             .iter()
             .map(|s| {
                 (
-                    (s.label("namespace").to_string(), s.label("replicaset").to_string()),
-                    (s.label("owner_name").to_string(), s.label("owner_kind").to_string()),
+                    (
+                        s.label("namespace").to_string(),
+                        s.label("replicaset").to_string(),
+                    ),
+                    (
+                        s.label("owner_name").to_string(),
+                        s.label("owner_kind").to_string(),
+                    ),
                 )
             })
             .collect();
@@ -871,8 +1143,14 @@ impl Meta {
             .iter()
             .map(|s| {
                 (
-                    (s.label("namespace").to_string(), s.label("job_name").to_string()),
-                    (s.label("owner_name").to_string(), s.label("owner_kind").to_string()),
+                    (
+                        s.label("namespace").to_string(),
+                        s.label("job_name").to_string(),
+                    ),
+                    (
+                        s.label("owner_name").to_string(),
+                        s.label("owner_kind").to_string(),
+                    ),
                 )
             })
             .collect();
@@ -880,10 +1158,16 @@ impl Meta {
             if s.label("owner_is_controller") == "false" {
                 continue;
             }
-            let (ns, kind, name) = (s.label("namespace"), s.label("owner_kind"), s.label("owner_name"));
+            let (ns, kind, name) = (
+                s.label("namespace"),
+                s.label("owner_kind"),
+                s.label("owner_name"),
+            );
             let up = |m: &HashMap<(String, String), (String, String)>| {
                 m.get(&(ns.to_string(), name.to_string()))
-                    .filter(|(n, k)| !n.is_empty() && n != "<none>" && !k.is_empty() && k != "<none>")
+                    .filter(|(n, k)| {
+                        !n.is_empty() && n != "<none>" && !k.is_empty() && k != "<none>"
+                    })
                     .map(|(n, k)| (n.clone(), k.to_lowercase()))
             };
             let controller = match kind {
@@ -914,7 +1198,12 @@ impl Meta {
             .m(M::NodeInfo)
             .iter()
             .filter(|s| !s.label("provider_id").is_empty())
-            .map(|s| (s.label("node").to_string(), s.label("provider_id").to_string()))
+            .map(|s| {
+                (
+                    s.label("node").to_string(),
+                    s.label("provider_id").to_string(),
+                )
+            })
             .collect();
         let node_spot = d
             .m(M::NodeSpot)
@@ -930,7 +1219,10 @@ impl Meta {
             let pv = s.label("volumename").to_string();
             claims.insert(
                 pv.clone(),
-                (s.label("namespace").to_string(), s.label("persistentvolumeclaim").to_string()),
+                (
+                    s.label("namespace").to_string(),
+                    s.label("persistentvolumeclaim").to_string(),
+                ),
             );
             if !s.label("storageclass").is_empty() {
                 storage_class.insert(pv, s.label("storageclass").to_string());
@@ -940,9 +1232,16 @@ impl Meta {
         for s in d.m(M::PvInfo) {
             let pv = s.label("persistentvolume").to_string();
             if !s.label("storageclass").is_empty() {
-                storage_class.entry(pv.clone()).or_insert_with(|| s.label("storageclass").to_string());
+                storage_class
+                    .entry(pv.clone())
+                    .or_insert_with(|| s.label("storageclass").to_string());
             }
-            for id in ["csi_volume_handle", "ebs_volume_id", "gce_persistent_disk_name", "azure_disk_name"] {
+            for id in [
+                "csi_volume_handle",
+                "ebs_volume_id",
+                "gce_persistent_disk_name",
+                "azure_disk_name",
+            ] {
                 if !s.label(id).is_empty() {
                     pv_provider.insert(pv.clone(), s.label(id).to_string());
                     break;
@@ -954,7 +1253,10 @@ impl Meta {
             .iter()
             .map(|s| {
                 (
-                    (s.label("namespace").to_string(), s.label("service").to_string()),
+                    (
+                        s.label("namespace").to_string(),
+                        s.label("service").to_string(),
+                    ),
                     prefixed(s, "label_"),
                 )
             })
@@ -963,9 +1265,16 @@ impl Meta {
             .m(M::LbIngress)
             .iter()
             .map(|s| {
-                let ip = if s.label("ip").is_empty() { s.label("hostname") } else { s.label("ip") };
+                let ip = if s.label("ip").is_empty() {
+                    s.label("hostname")
+                } else {
+                    s.label("ip")
+                };
                 (
-                    (s.label("namespace").to_string(), s.label("service").to_string()),
+                    (
+                        s.label("namespace").to_string(),
+                        s.label("service").to_string(),
+                    ),
                     ip.to_string(),
                 )
             })
@@ -1010,14 +1319,26 @@ fn matches(selector: &BTreeMap<String, String>, labels: &BTreeMap<String, String
     !selector.is_empty() && selector.iter().all(|(k, v)| labels.get(k) == Some(v))
 }
 
-/// Spot (preemptible) nodes by the labels the big providers and Karpenter set.
+/// Spot (preemptible) nodes by the labels the big providers and Karpenter set. Keys are compared
+/// without case or underscores: kube-state-metrics versions differ in how they sanitise
+/// `eks.amazonaws.com/capacityType` (`capacityType` or `capacity_type`).
 fn is_spot(labels: &BTreeMap<String, String>) -> bool {
-    let is = |k: &str, v: &str| labels.get(k).is_some_and(|x| x.eq_ignore_ascii_case(v));
-    is("eks_amazonaws_com_capacity_type", "SPOT")
-        || is("karpenter_sh_capacity_type", "spot")
-        || is("cloud_google_com_gke_spot", "true")
-        || is("cloud_google_com_gke_preemptible", "true")
-        || is("kubernetes_azure_com_scalesetpriority", "spot")
-        || is("node_kubernetes_io_lifecycle", "spot")
-        || is("lifecycle", "Ec2Spot")
+    const SPOT: [(&str, &str); 7] = [
+        ("eksamazonawscomcapacitytype", "spot"),
+        ("karpentershcapacitytype", "spot"),
+        ("cloudgooglecomgkespot", "true"),
+        ("cloudgooglecomgkepreemptible", "true"),
+        ("kubernetesazurecomscalesetpriority", "spot"),
+        ("nodekubernetesiolifecycle", "spot"),
+        ("lifecycle", "ec2spot"),
+    ];
+    labels.iter().any(|(k, v)| {
+        let k: String = k
+            .chars()
+            .filter(|c| *c != '_')
+            .collect::<String>()
+            .to_lowercase();
+        SPOT.iter()
+            .any(|(key, value)| k == *key && v.eq_ignore_ascii_case(value))
+    })
 }
