@@ -704,7 +704,10 @@ fn prometheus_credentials_come_from_kubecosts_secrets() {
             "global.prometheus.queryServiceBasicAuthSecretName=prom-basic",
         ],
     ));
-    for (var, key) in [("DB_BASIC_AUTH_USERNAME", "USERNAME"), ("DB_BASIC_AUTH_PW", "PASSWORD")] {
+    for (var, key) in [
+        ("DB_BASIC_AUTH_USERNAME", "USERNAME"),
+        ("DB_BASIC_AUTH_PW", "PASSWORD"),
+    ] {
         assert_eq!(env[var]["secretKeyRef"]["name"], "prom-basic", "{var}");
         assert_eq!(env[var]["secretKeyRef"]["key"], key, "{var}");
     }
