@@ -282,6 +282,8 @@ impl Serialize for AssetJson<'_> {
                 m.serialize_entry("gpuCost", &F(a.gpu_cost))?;
                 m.serialize_entry("gpuCount", &F(a.gpu_count))?;
                 m.serialize_entry("ramCost", &F(a.ram_cost))?;
+                m.serialize_entry("cpuBreakdown", &BreakdownJson(&a.cpu_breakdown))?;
+                m.serialize_entry("ramBreakdown", &BreakdownJson(&a.ram_breakdown))?;
             }
             "Disk" => {
                 m.serialize_entry("byteHours", &F(a.byte_hours))?;
@@ -299,6 +301,20 @@ impl Serialize for AssetJson<'_> {
         }
         m.serialize_entry("adjustment", &F(a.adjustment))?;
         m.serialize_entry("totalCost", &F(a.total_cost()))?;
+        m.end()
+    }
+}
+
+/// A node's breakdown, in OpenCost's field order.
+struct BreakdownJson<'a>(&'a crate::model::Breakdown);
+impl Serialize for BreakdownJson<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let b = self.0;
+        let mut m = s.serialize_map(Some(4))?;
+        m.serialize_entry("idle", &F(b.idle))?;
+        m.serialize_entry("other", &F(b.other))?;
+        m.serialize_entry("system", &F(b.system))?;
+        m.serialize_entry("user", &F(b.user))?;
         m.end()
     }
 }

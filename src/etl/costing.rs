@@ -254,6 +254,8 @@ pub fn price(
             cpu_cost,
             ram_cost,
             gpu_cost,
+            cpu_breakdown: n.cpu_breakdown,
+            ram_breakdown: n.ram_breakdown,
             ..Asset::default()
         });
         if hours > 0.0 {

@@ -686,6 +686,8 @@ impl DemoCluster {
                     "node_kubernetes_io_instance_type".to_string(),
                     n.instance_type.clone(),
                 )]),
+                cpu_breakdown: Default::default(),
+                ram_breakdown: Default::default(),
             })
             .collect();
 

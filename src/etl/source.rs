@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
-use crate::model::Window;
+use crate::model::{Breakdown, Window};
 
 /// A node over a window.
 #[derive(Clone, Debug, PartialEq)]
@@ -38,6 +38,10 @@ pub struct NodeUsage {
     pub end: DateTime<Utc>,
     /// Node labels, keys Prometheus-sanitised.
     pub labels: BTreeMap<String, String>,
+    /// How the node's CPU time was spent.
+    pub cpu_breakdown: Breakdown,
+    /// How the node's memory was used.
+    pub ram_breakdown: Breakdown,
 }
 
 /// One container of one pod over a window.

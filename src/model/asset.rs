@@ -78,6 +78,43 @@ pub struct Asset {
     pub private: bool,
     /// Disk and load balancer: the cost over the window.
     pub cost: f64,
+    /// Node: how its CPU time was spent (`cpuBreakdown`).
+    pub cpu_breakdown: Breakdown,
+    /// Node: how its memory was used (`ramBreakdown`).
+    pub ram_breakdown: Breakdown,
+}
+
+/// Fractions of a node's capacity (`idle`, `other`, `system`, `user`), as OpenCost's
+/// `Breakdown`: CPU from node-exporter's `node_cpu_seconds_total` modes; memory from
+/// `node_memory_MemAvailable_bytes` (idle) and the working sets of containers in `kube-system`
+/// (system) and elsewhere (user). All zero when the metrics are not there.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Breakdown {
+    /// Unused.
+    pub idle: f64,
+    /// Used, but neither by the system nor by users.
+    pub other: f64,
+    /// Used by the system (kernel, or `kube-system`).
+    pub system: f64,
+    /// Used by user processes (or containers outside `kube-system`).
+    pub user: f64,
+}
+
+impl Breakdown {
+    /// The weighted mean of two breakdowns (weights are capacity-hours).
+    pub fn weighted(a: Breakdown, wa: f64, b: Breakdown, wb: f64) -> Breakdown {
+        if wa + wb <= 0.0 {
+            return a;
+        }
+        let m = |x: f64, y: f64| (x * wa + y * wb) / (wa + wb);
+        Breakdown {
+            idle: m(a.idle, b.idle),
+            other: m(a.other, b.other),
+            system: m(a.system, b.system),
+            user: m(a.user, b.user),
+        }
+    }
 }
 
 impl Asset {

@@ -8,7 +8,7 @@ pub use allocation::{
     Allocation, AllocationProperties, AllocationSet, IDLE, LbAllocation, PvAllocation,
     SharedCostBreakdown, UNALLOCATED, UNMOUNTED,
 };
-pub use asset::{Asset, AssetSet};
+pub use asset::{Asset, AssetSet, Breakdown};
 pub use window::{Resolution, Window};
 
 /// One stored ETL set: allocations or assets of one window at one resolution.

@@ -12,7 +12,7 @@ use super::{
     Bounds, CANCEL_CHECK_ROWS, Cancelled, Cost, Dialect, ENCODE_WEIGHT, Format, ParamError, bad,
     check_steps, parse_bool, parse_count, parse_format, rank_and_page, reads_daily, steps, window,
 };
-use crate::model::{Asset, AssetSet, Resolution, UNALLOCATED, Window};
+use crate::model::{Asset, AssetSet, Breakdown, Resolution, UNALLOCATED, Window};
 
 /// The `type` of an aggregate whose members are of different types.
 pub const ANY: &str = "Any";
@@ -404,6 +404,19 @@ pub(crate) fn add_asset(into: &mut Asset, a: &Asset) {
         (x, y) => x.or(y),
     };
 
+    // Weighted by capacity-hours before those are summed (OpenCost `Node.add`).
+    into.cpu_breakdown = Breakdown::weighted(
+        into.cpu_breakdown,
+        into.cpu_core_hours,
+        a.cpu_breakdown,
+        a.cpu_core_hours,
+    );
+    into.ram_breakdown = Breakdown::weighted(
+        into.ram_breakdown,
+        into.ram_byte_hours,
+        a.ram_breakdown,
+        a.ram_byte_hours,
+    );
     into.cpu_core_hours += a.cpu_core_hours;
     into.ram_byte_hours += a.ram_byte_hours;
     into.gpu_hours += a.gpu_hours;

@@ -33,7 +33,7 @@ use super::source::{
     ClusterManagement, ClusterWindow, ContainerUsage, DataSource, EgressPrices, LoadBalancerUsage,
     NodeUsage, PodNetwork, SourceError, VolumeMount, VolumeUsage,
 };
-use crate::model::Window;
+use crate::model::{Breakdown, Window};
 use client::{Client, QueryError, Series};
 
 /// Prometheus refuses a range query of more than 11,000 points per series.
@@ -489,6 +489,8 @@ enum Q {
     NodeCpuPrice,
     NodeRamPrice,
     NodeGpuPrice,
+    NodeCpuMode,
+    NodeMemAvailable,
     PvBytes,
     PvPrice,
     PodClaims,
@@ -648,6 +650,82 @@ impl Data {
         (!pts.is_empty()).then(|| pts.iter().sum::<f64>() / pts.len() as f64)
     }
 
+    /// Each node's CPU breakdown from node-exporter's modes, and its memory breakdown from
+    /// `MemAvailable` and its containers' working sets.
+    fn breakdowns(
+        &self,
+        nodes: &mut [NodeUsage],
+        capacity: &HashMap<String, Vec<(i64, f64)>>,
+        used: &HashMap<String, (f64, f64)>,
+        k0: i64,
+        k1: i64,
+    ) {
+        let node_of = |s: &StepSeries| {
+            let n = s.label("kubernetes_node");
+            if n.is_empty() {
+                s.label("node").to_string()
+            } else {
+                n.to_string()
+            }
+        };
+        let mut modes: HashMap<String, BTreeMap<String, f64>> = HashMap::new();
+        for s in self.q(Q::NodeCpuMode) {
+            let total: f64 = s.within(k0, k1).iter().map(|(_, v)| v).sum();
+            *modes
+                .entry(node_of(s))
+                .or_default()
+                .entry(s.label("mode").to_string())
+                .or_default() += total;
+        }
+        let mut available: HashMap<String, f64> = HashMap::new();
+        for s in self.q(Q::NodeMemAvailable) {
+            let pts = s.within(k0, k1);
+            if !pts.is_empty() {
+                available.insert(
+                    node_of(s),
+                    pts.iter().map(|(_, v)| v).sum::<f64>() / pts.len() as f64,
+                );
+            }
+        }
+        for n in nodes {
+            if let Some(m) = modes.get(&n.name) {
+                let total: f64 = m.values().sum();
+                if total > 0.0 {
+                    let get = |k: &str| m.get(k).copied().unwrap_or(0.0) / total;
+                    let idle = get("idle");
+                    let user = get("user") + get("nice");
+                    let system = get("system");
+                    n.cpu_breakdown = Breakdown {
+                        idle,
+                        other: (1.0 - idle - user - system).max(0.0),
+                        system,
+                        user,
+                    };
+                }
+            }
+            let Some(pts) = capacity.get(&n.name).filter(|p| !p.is_empty()) else {
+                continue;
+            };
+            let byte_steps: f64 = pts.iter().map(|(_, v)| v).sum();
+            let cap = byte_steps / pts.len() as f64;
+            if byte_steps <= 0.0 {
+                continue;
+            }
+            let (sys, usr) = used.get(&n.name).copied().unwrap_or_default();
+            let (system, user) = ((sys / byte_steps).min(1.0), (usr / byte_steps).min(1.0));
+            let idle = match available.get(&n.name) {
+                Some(a) => (a / cap).clamp(0.0, 1.0),
+                None => (1.0 - system - user).max(0.0),
+            };
+            n.ram_breakdown = Breakdown {
+                idle,
+                other: (1.0 - idle - system - user).max(0.0),
+                system,
+                user,
+            };
+        }
+    }
+
     fn time(&self, k: i64) -> DateTime<Utc> {
         ms(self.t0 + k * self.res)
     }
@@ -713,6 +791,8 @@ impl Data {
                 start: clamp(self.time(first)),
                 end: clamp(self.time(last + 1)),
                 labels,
+                cpu_breakdown: Breakdown::default(),
+                ram_breakdown: Breakdown::default(),
             });
         }
 
@@ -759,6 +839,8 @@ impl Data {
         let zero = HashMap::new();
         let mut containers = Vec::new();
         let mut pod_minutes: HashMap<(String, String), f64> = HashMap::new();
+        // node → (Σ working set of kube-system containers, of the others) over the steps.
+        let mut node_ram_use: HashMap<String, (f64, f64)> = HashMap::new();
         let mut keys: Vec<&Key3> = running.keys().collect();
         keys.sort();
         for key in keys {
@@ -792,6 +874,12 @@ impl Data {
                     * hours_per_step;
                 let ram_byte_hours =
                     ks.iter().map(|k| at(rr, k).max(at(ru, k))).sum::<f64>() * hours_per_step;
+                let used = node_ram_use.entry(node.clone()).or_default();
+                if ns == "kube-system" {
+                    used.0 += sum(ru);
+                } else {
+                    used.1 += sum(ru);
+                }
                 let minutes = pod_minutes.entry((ns.clone(), pod.clone())).or_default();
                 *minutes = minutes.max(n * hours_per_step * 60.0);
                 let pm = meta.pod(ns, pod);
@@ -832,6 +920,7 @@ impl Data {
         if nodes.is_empty() && containers.is_empty() {
             return None;
         }
+        self.breakdowns(&mut nodes, &node_ram, &node_ram_use, k0, k1);
 
         // Volumes: each step's cost split evenly over the running pods mounting its claim.
         let mut claim_pods: HashMap<(String, String), HashMap<i64, Vec<String>>> = HashMap::new();
