@@ -128,6 +128,7 @@ fn cluster(pods: usize, days: i64) -> Cluster {
                 ram_hourly: (i % 2 == 0).then_some(0.005),
                 gpu_hourly: None,
                 labels: vec![],
+                exporter: None,
                 start,
                 end,
             })

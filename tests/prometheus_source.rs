@@ -20,7 +20,8 @@ use std::time::Duration;
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use proc::{spawn, wait_for};
 use prom::cluster::{
-    Claim, Cluster, Container, Egress, EgressPrices, LoadBalancer, Namespace, Node, Owner, Pod, Pv,
+    Claim, Cluster, Container, Egress, EgressPrices, LoadBalancer, Namespace, Node, NodeExporter,
+    Owner, Pod, Pv,
 };
 use prom::proxy::{FaultProxy, Mode};
 use prom::{PromServer, PromVersion};
@@ -131,6 +132,11 @@ fn cluster(d1: DateTime<Utc>) -> Cluster {
         ram_hourly: prices.map(|p| p.1),
         gpu_hourly: prices.and_then(|p| (p.2 > 0.0).then_some(p.2)),
         labels: vec![],
+        exporter: (name == "node-a").then(|| NodeExporter {
+            cpu_user: 0.25,
+            cpu_system: 0.05,
+            mem_available_bytes: 10.0 * GIB,
+        }),
         start: d1,
         end,
     };
@@ -533,6 +539,30 @@ async fn costs_match_arithmetic(version: PromVersion) {
         "{a}"
     );
     assert_eq!(a["cpuCores"].as_f64().unwrap(), 4.0);
+    // node-exporter: 25 % user, 5 % system; 10 of 16 GiB available; containers' working sets
+    // on node-a average 0.3 + 0.3 + 1.5 + 1.5 × ½ (pg-1 leaves at noon) = 2.85 GiB.
+    let cpu = &a["cpuBreakdown"];
+    assert!(close(cpu["idle"].as_f64().unwrap(), 0.70, 1e-6), "{cpu}");
+    assert!(close(cpu["user"].as_f64().unwrap(), 0.25, 1e-6), "{cpu}");
+    assert!(close(cpu["system"].as_f64().unwrap(), 0.05, 1e-6), "{cpu}");
+    let ram = &a["ramBreakdown"];
+    // (The API writes five decimals.)
+    assert!(
+        close(ram["idle"].as_f64().unwrap(), 10.0 / 16.0, 1e-4),
+        "{ram}"
+    );
+    assert!(
+        close(ram["user"].as_f64().unwrap(), 2.85 / 16.0, 1e-4),
+        "{ram}"
+    );
+    assert!(
+        close(
+            ram["other"].as_f64().unwrap(),
+            1.0 - 10.0 / 16.0 - 2.85 / 16.0,
+            1e-4
+        ),
+        "{ram}"
+    );
     let b = node("node-b");
     assert_eq!(b["preemptible"].as_f64().unwrap(), 1.0);
     assert!(

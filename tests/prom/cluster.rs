@@ -105,8 +105,19 @@ pub struct Node {
     pub gpu_hourly: Option<f64>,
     /// Further node labels (Kubernetes keys, sanitised on output) on `kube_node_labels`.
     pub labels: Vec<(String, String)>,
+    /// What node-exporter reports, when it runs on the node.
+    pub exporter: Option<NodeExporter>,
     pub start: DateTime<Utc>,
     pub end: DateTime<Utc>,
+}
+
+/// node-exporter's view of a node: the fractions of its CPU time in `user` and `system` mode
+/// (the rest is `idle`), and its available memory.
+#[derive(Clone, Debug, Default)]
+pub struct NodeExporter {
+    pub cpu_user: f64,
+    pub cpu_system: f64,
+    pub mem_available_bytes: f64,
 }
 
 impl Default for Node {
@@ -126,6 +137,7 @@ impl Default for Node {
             ram_hourly: None,
             gpu_hourly: None,
             labels: Vec::new(),
+            exporter: None,
             start: DateTime::<Utc>::MIN_UTC,
             end: DateTime::<Utc>::MAX_UTC,
         }
@@ -572,6 +584,7 @@ impl Cluster {
         self.kube_state_metrics(&mut w)?;
         self.cadvisor(&mut w)?;
         self.network_costs(&mut w)?;
+        self.node_exporter(&mut w)?;
         self.cost_exporter(&mut w)?;
         w.out.write_all(b"# EOF\n")?;
         w.out.flush()
@@ -864,6 +877,52 @@ impl Cluster {
                 1.0,
                 b.start,
                 b.end,
+            )?;
+        }
+        Ok(())
+    }
+
+    /// node-exporter, with the `kubernetes_node` label Kubecost's scrape config adds.
+    fn node_exporter<W: Write>(&self, w: &mut Writer<'_, W>) -> io::Result<()> {
+        let exporters = || {
+            self.nodes
+                .iter()
+                .filter_map(|n| Some((n, n.exporter.as_ref()?)))
+        };
+        w.family("node_cpu_seconds", "counter")?;
+        for (n, e) in exporters() {
+            let instance = format!("{}:9100", n.name);
+            let idle = 1.0 - e.cpu_user - e.cpu_system;
+            for (mode, share) in [
+                ("idle", idle),
+                ("system", e.cpu_system),
+                ("user", e.cpu_user),
+            ] {
+                let l = Labels::new()
+                    .with("cpu", "0")
+                    .with("instance", &instance)
+                    .with("kubernetes_node", &n.name)
+                    .with("mode", mode);
+                w.counter(
+                    "node_cpu_seconds_total",
+                    &l,
+                    n.cpu_cores * share,
+                    n.start,
+                    n.end,
+                )?;
+            }
+        }
+        w.family("node_memory_MemAvailable_bytes", "gauge")?;
+        for (n, e) in exporters() {
+            let l = Labels::new()
+                .with("instance", &format!("{}:9100", n.name))
+                .with("kubernetes_node", &n.name);
+            w.gauge(
+                "node_memory_MemAvailable_bytes",
+                &l,
+                e.mem_available_bytes,
+                n.start,
+                n.end,
             )?;
         }
         Ok(())

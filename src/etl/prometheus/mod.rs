@@ -232,6 +232,20 @@ impl PrometheusSource {
                 ),
             ),
             (
+                Q::NodeCpuMode,
+                format!(
+                    "sum by (kubernetes_node, node, mode) (rate({}[R]))",
+                    self.sel("node_cpu_seconds_total", "")
+                ),
+            ),
+            (
+                Q::NodeMemAvailable,
+                format!(
+                    "max by (kubernetes_node, node) (avg_over_time({}[R]))",
+                    self.sel("node_memory_MemAvailable_bytes", "")
+                ),
+            ),
+            (
                 Q::PvBytes,
                 format!(
                     "max by (persistentvolume) (max_over_time({}[R]))",
