@@ -245,6 +245,8 @@ pub fn start(parts: Parts) -> Replica {
             backfill: parts.backfill,
             hourly_retention: parts.hourly_retention,
             interval: parts.etl_interval,
+            settle: parts.source.settle(),
+            daily_retention: parts.daily_retention,
         },
         parts.source,
         storage.clone(),

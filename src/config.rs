@@ -379,10 +379,10 @@ impl Config {
         let mut headers = Vec::new();
         for h in &self.prometheus_headers {
             let Some((name, value)) = h.split_once(':') else {
-                return Err(format!(
-                    "--prometheus-header `{}` must be `Name: value`",
-                    h.split(':').next().unwrap_or_default()
-                ));
+                // The value may be a credential: it is not echoed.
+                return Err(
+                    "--prometheus-header: a header must be `Name: value` (one had no colon)".into(),
+                );
             };
             headers.push((name.trim().to_string(), Secret(value.trim().to_string())));
         }
@@ -611,9 +611,9 @@ impl Config {
                 d(self.backfill)
             ));
         }
-        if !(1..=3600).contains(&self.resolution) || 3600 % self.resolution != 0 {
+        if !(60..=3600).contains(&self.resolution) || 3600 % self.resolution != 0 {
             return err(format!(
-                "{} ({}) must be between 1 and 3600 seconds and divide an hour (60, 300, 600, ...)",
+                "{} ({}) must be between 60 and 3600 seconds, at least twice the scrape interval, and divide an hour (60, 300, 600, ...)",
                 n("resolution"),
                 self.resolution
             ));
@@ -779,8 +779,11 @@ mod tests {
             let args: Vec<&str> = base.iter().chain(extra).copied().collect();
             load(&args, &[]).validate().unwrap_err().to_string()
         };
-        let e = err(&["--prometheus-header", "no colon here"]);
-        assert!(e.contains("--prometheus-header"), "{e}");
+        let e = err(&["--prometheus-header", "Authorization Bearer s3cret"]);
+        assert!(
+            e.contains("--prometheus-header") && !e.contains("s3cret"),
+            "{e}"
+        );
         let e = err(&["--prometheus-header", "Bad Name: x"]);
         assert!(
             e.contains("--prometheus-header") && e.contains("Bad Name"),

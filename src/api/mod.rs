@@ -826,6 +826,9 @@ async fn etl_repair(
         Err(e @ crate::etl::RepairRefused::Empty) => {
             Err(crate::query::bad("window", e.to_string()).into())
         }
+        Err(e @ crate::etl::RepairRefused::Full { .. }) => Ok(HttpResponse::TooManyRequests()
+            .insert_header((actix_web::http::header::RETRY_AFTER, "60"))
+            .json(serde_json::json!({"code": 429, "message": e.to_string()}))),
     }
 }
 

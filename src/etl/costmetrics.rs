@@ -76,6 +76,9 @@ pub struct CostMetrics {
     ram_allocation: Family<ContainerLabels, F64Gauge>,
     gpu_allocation: Family<ContainerLabels, F64Gauge>,
     cluster_info: Family<ClusterLabels, F64Gauge>,
+    /// Whether this replica may export (it leads); updates and role changes take this lock, so
+    /// an update racing a demotion cannot leave values behind.
+    enabled: std::sync::Arc<std::sync::Mutex<bool>>,
 }
 
 impl CostMetrics {
@@ -160,15 +163,34 @@ impl CostMetrics {
         ]
     }
 
-    /// Drops every value (on demotion: only the leader exports).
-    pub fn clear(&self) {
+    fn clear(&self) {
         for f in self.families() {
             f.clear_all();
         }
     }
 
+    /// Allows updates (this replica leads).
+    pub fn enable(&self) {
+        *self.enabled.lock().expect("cost metrics lock") = true;
+    }
+
+    /// Stops updates and drops every value (only the leader exports).
+    pub fn disable(&self) {
+        let mut on = self.enabled.lock().expect("cost metrics lock");
+        *on = false;
+        self.clear();
+    }
+
+    /// Rewrites every value from a build of the current hour, if this replica still leads.
+    pub fn update_if_enabled(&self, cw: &ClusterWindow, cluster_id: &str) {
+        let on = self.enabled.lock().expect("cost metrics lock");
+        if *on {
+            self.update(cw, cluster_id);
+        }
+    }
+
     /// Rewrites every value from a build of the current hour.
-    pub fn update(&self, cw: &ClusterWindow, cluster_id: &str) {
+    fn update(&self, cw: &ClusterWindow, cluster_id: &str) {
         self.clear();
         const GIB: f64 = 1024.0 * 1024.0 * 1024.0;
         let label = |m: &BTreeMap<String, String>, keys: &[&str]| {

@@ -266,6 +266,12 @@ pub trait DataSource: Send + Sync + 'static {
     /// The source's name, for logs and status (`demo`, `prometheus`).
     fn name(&self) -> &'static str;
 
+    /// How long after a window ends its data is complete in the source (scrapes in flight,
+    /// remote write): the ETL builds a window as complete only after this.
+    fn settle(&self) -> chrono::Duration {
+        chrono::Duration::zero()
+    }
+
     /// Queries issued so far (for the benches and status; 0 for a source without queries).
     fn queries_issued(&self) -> u64 {
         0

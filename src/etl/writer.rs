@@ -29,6 +29,11 @@ pub struct EtlConfig {
     pub hourly_retention: chrono::Duration,
     /// How often the current window is rebuilt.
     pub interval: Duration,
+    /// How long after a window ends it is built as complete: the source's data for its last
+    /// moments may still be arriving (a scrape in flight, remote write). 0 for the demo source.
+    pub settle: chrono::Duration,
+    /// Repairs reach no further back than this (the daily retention).
+    pub daily_retention: chrono::Duration,
 }
 
 /// One unit of ETL work, written as one generation.
@@ -56,8 +61,39 @@ pub enum RepairRefused {
     #[error("this replica does not lead, so it does not build; the leader repairs")]
     NotLeader,
     /// Nothing complete overlaps the window.
-    #[error("no complete day or hour overlaps the window")]
+    #[error("no complete day or hour within the daily retention overlaps the window")]
     Empty,
+    /// Too many days are queued already.
+    #[error(
+        "{queued} day(s) are queued for repair already (at most {MAX_QUEUED_REPAIRS}); retry once they are built"
+    )]
+    Full {
+        /// Days queued.
+        queued: usize,
+    },
+}
+
+/// Repair batches (days) built per ETL run, between rebuilds of the current windows.
+const REPAIRS_PER_RUN: usize = 4;
+/// Repair batches queued at most.
+const MAX_QUEUED_REPAIRS: usize = 400;
+/// How long a past day that came back missing or partial waits before it is asked again.
+const RETRY_INCOMPLETE: Duration = Duration::from_secs(30 * 60);
+
+/// Takes a finished repair batch off the queue (by identity: the queue may have changed).
+fn repair_done(
+    repairs: &std::sync::Mutex<std::collections::VecDeque<Batch>>,
+    progress: &EtlProgress,
+    batch: &Batch,
+) {
+    let left = {
+        let mut q = repairs.lock().expect("repairs lock");
+        if let Some(i) = q.iter().position(|b| b == batch) {
+            q.remove(i);
+        }
+        q.len()
+    };
+    progress.update(|p| p.repairs_pending = left);
 }
 
 /// The ETL writer.
@@ -69,6 +105,8 @@ pub struct EtlWriter {
     progress: EtlProgress,
     /// Repairs queued, oldest first; a batch leaves the queue once written.
     repairs: Arc<std::sync::Mutex<std::collections::VecDeque<Batch>>>,
+    /// Past days the source answered with missing or partial data, and when.
+    cooling: Arc<std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>>,
     /// The term being written under and its cancellation, while leading.
     leading: Option<(u64, CancellationToken)>,
     /// Writes are enabled for the current term.
@@ -96,6 +134,7 @@ impl EtlWriter {
             metrics,
             progress,
             repairs: Default::default(),
+            cooling: Default::default(),
             leading: None,
             writable: false,
             running: false,
@@ -118,6 +157,7 @@ impl EtlWriter {
         let metrics = self.metrics.clone();
         let progress = self.progress.clone();
         let repairs = self.repairs.clone();
+        let cooling = self.cooling.clone();
         ctx.spawn(
             async move {
                 let snapshot = match resume {
@@ -133,7 +173,14 @@ impl EtlWriter {
                 let mut batches: Vec<(Batch, bool)> = Vec::with_capacity(planned.len() + 1);
                 let mut planned = planned.into_iter();
                 batches.extend(planned.next().map(|b| (b, false)));
-                let queued: Vec<Batch> = repairs.lock().expect("repairs lock").iter().cloned().collect();
+                // A few repairs per run, so the current windows are rebuilt between them.
+                let queued: Vec<Batch> = repairs
+                    .lock()
+                    .expect("repairs lock")
+                    .iter()
+                    .take(REPAIRS_PER_RUN)
+                    .cloned()
+                    .collect();
                 batches.extend(queued.into_iter().map(|b| (b, true)));
                 batches.extend(planned.map(|b| (b, false)));
                 let mut backfill_left = backfill;
@@ -141,6 +188,12 @@ impl EtlWriter {
                     if cancel.is_cancelled() {
                         tracing::info!("ETL: leadership ended; stopped building");
                         return;
+                    }
+                    // A past day whose data was missing or partial is asked again after a
+                    // while, not on every run.
+                    if i > 0 && !repair && cooling.lock().expect("cooling lock").get(&batch.label).is_some_and(|t| t.elapsed() < RETRY_INCOMPLETE) {
+                        backfill_left = backfill_left.saturating_sub(1);
+                        continue;
                     }
                     progress.update(|p| {
                         p.backfill_pending = backfill_left;
@@ -156,10 +209,20 @@ impl EtlWriter {
                         Err(e) => {
                             metrics.source_failures.inc();
                             progress.failed(&e.to_string());
+                            progress.update(|p| p.backfill_pending = backfill_left);
                             tracing::warn!(batch = %batch.label, error = %e, "ETL: build failed; nothing of it published, retrying next run");
                             return;
                         }
                     };
+                    if i > 0 && !repair {
+                        let partial = !missing.is_empty() || sets.iter().any(|s| s.data_end() < s.window().end);
+                        let mut c = cooling.lock().expect("cooling lock");
+                        if partial {
+                            c.insert(batch.label.clone(), std::time::Instant::now());
+                        } else {
+                            c.remove(&batch.label);
+                        }
+                    }
                     for w in &missing {
                         tracing::info!(batch = %batch.label, window = %w, source = source.name(), "ETL: the source holds no data for this window; nothing published for it");
                     }
@@ -167,19 +230,15 @@ impl EtlWriter {
                     if i == 0
                         && let Some(cw) = &current
                     {
-                        metrics.cost.update(cw, &cfg.cluster_id);
+                        // Only while leading: a demotion may have come during the build.
+                        metrics.cost.update_if_enabled(cw, &cfg.cluster_id);
                     }
                     if !repair && i > 0 {
                         backfill_left = backfill_left.saturating_sub(1);
                     }
                     if sets.is_empty() {
                         if repair {
-                            let left = {
-                                    let mut q = repairs.lock().expect("repairs lock");
-                                    q.pop_front();
-                                    q.len()
-                                };
-                                progress.update(|p| p.repairs_pending = left);
+                            repair_done(&repairs, &progress, &batch);
                         }
                         continue;
                     }
@@ -192,12 +251,7 @@ impl EtlWriter {
                             progress.succeeded();
                             let ms = started.elapsed().as_millis();
                             if repair {
-                                let left = {
-                                    let mut q = repairs.lock().expect("repairs lock");
-                                    q.pop_front();
-                                    q.len()
-                                };
-                                progress.update(|p| p.repairs_pending = left);
+                                repair_done(&repairs, &progress, &batch);
                                 tracing::info!("ETL: {}: {count} sets rebuilt, generation {generation}, {ms} ms", batch.label);
                             } else if i > 0 {
                                 let done = backfill - backfill_left;
@@ -210,12 +264,7 @@ impl EtlWriter {
                             // Kept locally and served; the backup catches up on its own.
                             progress.succeeded();
                             if repair {
-                                let left = {
-                                    let mut q = repairs.lock().expect("repairs lock");
-                                    q.pop_front();
-                                    q.len()
-                                };
-                                progress.update(|p| p.repairs_pending = left);
+                                repair_done(&repairs, &progress, &batch);
                             }
                             tracing::warn!(%error, "ETL: {}: kept in the local store; the bucket backup lags", batch.label);
                         }
@@ -241,11 +290,11 @@ impl EtlWriter {
                         }
                     }
                 }
+                progress.update(|p| p.backfill_pending = 0);
             }
             .into_actor(self)
             .map(|(), act, ctx| {
                 act.running = false;
-                act.progress.update(|p| p.backfill_pending = 0);
                 if std::mem::take(&mut act.rerun) {
                     act.run(ctx, None);
                 }
@@ -270,16 +319,21 @@ fn window_label(res: Resolution, start: DateTime<Utc>) -> String {
 /// overlaps `window`, oldest first.
 fn repair_plan(window: Window, now: DateTime<Utc>, cfg: &EtlConfig) -> Vec<Batch> {
     let hourly_from = now - cfg.hourly_retention;
+    let ended = now - cfg.settle;
     let mut out = Vec::new();
-    let mut d = Resolution::Day.window_containing(window.start);
+    // Nothing older than the daily retention is kept, so nothing older is rebuilt.
+    let oldest = Resolution::Day
+        .window_containing(now - cfg.daily_retention)
+        .end;
+    let mut d = Resolution::Day.window_containing(window.start.max(oldest));
     while d.start < window.end.min(now) {
         let mut windows = Vec::new();
-        if d.end <= now {
+        if d.end <= ended {
             windows.push((Resolution::Day, d, d.end));
         }
         let mut h = Resolution::Hour.window_containing(d.start.max(window.start));
         while h.start < d.end && h.start < window.end {
-            if h.end <= now && h.end > hourly_from {
+            if h.end <= ended && h.end > hourly_from {
                 windows.push((Resolution::Hour, h, h.end));
             }
             h = Window::new(h.end, h.end + Resolution::Hour.duration());
@@ -306,9 +360,18 @@ impl Handler<Repair> for EtlWriter {
         if batches.is_empty() {
             return Err(RepairRefused::Empty);
         }
+        let mut queue = self.repairs.lock().expect("repairs lock");
+        // A day already queued is not queued twice.
+        let batches: Vec<Batch> = batches.into_iter().filter(|b| !queue.contains(b)).collect();
+        if queue.len() + batches.len() > MAX_QUEUED_REPAIRS {
+            return Err(RepairRefused::Full {
+                queued: queue.len(),
+            });
+        }
         let n = batches.len();
+        queue.extend(batches);
+        drop(queue);
         tracing::info!(days = n, window = ?msg.window, "ETL: repair queued");
-        self.repairs.lock().expect("repairs lock").extend(batches);
         self.progress.update(|p| p.repairs_pending += n);
         if self.running {
             self.rerun = true;
@@ -329,6 +392,8 @@ fn plan(snapshot: &Snapshot, now: DateTime<Utc>, cfg: &EtlConfig) -> Vec<Batch> 
         windows: vec![(Resolution::Hour, hour, now), (Resolution::Day, day, now)],
     }];
     let hourly_from = now - cfg.hourly_retention.min(cfg.backfill);
+    // Windows count as ended once the source's data for them has settled.
+    let ended = now - cfg.settle;
     let complete = |res: Resolution, w: &Window| {
         [SetKind::Allocations, SetKind::Assets]
             .iter()
@@ -338,12 +403,12 @@ fn plan(snapshot: &Snapshot, now: DateTime<Utc>, cfg: &EtlConfig) -> Vec<Batch> 
     let mut d = day;
     while d.end > now - cfg.backfill {
         let mut windows = Vec::new();
-        if d.end <= now && !complete(Resolution::Day, &d) {
+        if d.end <= ended && !complete(Resolution::Day, &d) {
             windows.push((Resolution::Day, d, d.end));
         }
         let mut h = Resolution::Hour.window_containing(d.start);
         while h.start < d.end {
-            if h.end <= now && h.end > hourly_from && !complete(Resolution::Hour, &h) {
+            if h.end <= ended && h.end > hourly_from && !complete(Resolution::Hour, &h) {
                 windows.push((Resolution::Hour, h, h.end));
             }
             h = Window::new(h.end, h.end + Resolution::Hour.duration());
@@ -438,6 +503,7 @@ impl Handler<RoleChanged> for EtlWriter {
                             }
                             if let Ok(Ok(snapshot)) = res {
                                 act.writable = true;
+                                act.metrics.cost.enable();
                                 act.progress.update(|p| p.building = true);
                                 act.run(ctx, Some(snapshot));
                             }
@@ -450,7 +516,7 @@ impl Handler<RoleChanged> for EtlWriter {
                 }
                 self.writable = false;
                 // Only the leader exports cost metrics, and only the leader repairs.
-                self.metrics.cost.clear();
+                self.metrics.cost.disable();
                 self.repairs.lock().expect("repairs lock").clear();
                 self.progress.update(|p| {
                     p.building = false;
@@ -482,6 +548,8 @@ mod tests {
             backfill: chrono::Duration::days(7),
             hourly_retention: chrono::Duration::hours(49),
             interval: Duration::from_secs(60),
+            settle: chrono::Duration::zero(),
+            daily_retention: chrono::Duration::days(91),
         }
     }
 

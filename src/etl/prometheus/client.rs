@@ -96,6 +96,9 @@ struct Envelope {
     error: Option<String>,
     #[serde(default, rename = "errorType")]
     error_type: Option<String>,
+    /// VictoriaMetrics: the answer misses some of its storage nodes.
+    #[serde(default, rename = "isPartial")]
+    is_partial: bool,
 }
 
 #[derive(Deserialize)]
@@ -229,6 +232,13 @@ impl Client {
         mut params: Vec<(&'static str, String)>,
     ) -> Result<Vec<Series>, QueryError> {
         params.push(("query", query.to_string()));
+        // Thanos and VictoriaMetrics may answer from part of their stores and call it success;
+        // a partial answer would be published as a complete window, so ask them not to (plain
+        // Prometheus ignores both). VictoriaMetrics also aligns a range query's times to its
+        // step unless caching is off; the steps asked here must be kept.
+        params.push(("partial_response", "false".into()));
+        params.push(("deny_partial_response", "1".into()));
+        params.push(("nocache", "1".into()));
         let url = format!("{}/api/v1/{endpoint}", self.base);
         let _permit = self.permits.acquire().await.expect("never closed");
         let mut attempt = 0;
@@ -344,6 +354,11 @@ fn parse(body: &[u8]) -> Result<Vec<Series>, String> {
             env.error.unwrap_or_default()
         ));
     }
+    if env.is_partial {
+        return Err(
+            "the server says its answer is partial (some of its storage did not answer)".into(),
+        );
+    }
     let data = env.data.ok_or("a success without data")?;
     match data.result_type.as_str() {
         "matrix" | "vector" => {}
@@ -399,6 +414,13 @@ mod tests {
             parse(br#"{"status":"success","data":{"resultType":"scalar","result":[1,"1"]}}"#)
                 .is_err()
         );
+    }
+
+    #[test]
+    fn a_partial_answer_is_an_error() {
+        let body =
+            br#"{"status":"success","isPartial":true,"data":{"resultType":"vector","result":[]}}"#;
+        assert!(parse(body).unwrap_err().contains("partial"));
     }
 
     #[test]

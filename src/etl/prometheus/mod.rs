@@ -131,7 +131,7 @@ impl PrometheusSource {
                     "avg by ({by_c}) (avg_over_time({}[R]))",
                     self.sel(
                         "kube_pod_container_resource_requests",
-                        "resource=~\"nvidia_com_gpu|nvidia_com_gpu_shared\""
+                        "resource=\"nvidia_com_gpu\""
                     )
                 ),
             ),
@@ -436,7 +436,10 @@ impl PrometheusSource {
         let settings = self.settings.clone();
         let windows = windows.to_vec();
         tokio::task::spawn_blocking(move || {
-            let data = Data::new(t0, res, a.into_iter().chain(b));
+            let data = Data::new(t0, res, a.into_iter().chain(b)).map_err(|e| {
+                tracing::warn!(error = %e, "Prometheus source: the batch is not built");
+                SourceError::Unavailable(e)
+            })?;
             Ok(windows
                 .iter()
                 .filter_map(|(w, d)| data.window(*w, *d, &settings))
@@ -471,7 +474,11 @@ impl DataSource for PrometheusSource {
         if windows.is_empty() {
             return Ok(Vec::new());
         }
-        self.fetch(&windows).await
+        // No whole step yet (the first minutes of a day): nothing to build, not a failure.
+        match self.fetch(&windows).await {
+            Err(SourceError::NoData) => Ok(Vec::new()),
+            other => other,
+        }
     }
 
     fn name(&self) -> &'static str {
@@ -480,6 +487,12 @@ impl DataSource for PrometheusSource {
 
     fn queries_issued(&self) -> u64 {
         self.client.issued()
+    }
+
+    /// A step is read 1 ms before it ends; the last scrapes of a window are in Prometheus a
+    /// scrape interval or so later. One step plus a minute covers that.
+    fn settle(&self) -> chrono::Duration {
+        chrono::Duration::milliseconds(self.res_ms()) + chrono::Duration::minutes(1)
     }
 }
 
@@ -571,10 +584,15 @@ struct Data {
     res: i64,
     steps: HashMap<Q, Vec<StepSeries>>,
     meta: HashMap<M, Vec<Series>>,
+    /// The metadata, indexed once for every window of the batch.
+    m: Meta,
 }
 
 impl Data {
-    fn new(t0: i64, res: i64, answers: impl Iterator<Item = Answer>) -> Self {
+    /// The answers, indexed; an error when the server evaluated other times than asked (a
+    /// server that moves a range query's start or end would shift or drop steps).
+    fn new(t0: i64, res: i64, answers: impl Iterator<Item = Answer>) -> Result<Self, String> {
+        let mut misaligned = false;
         let mut steps: HashMap<Q, Vec<StepSeries>> = HashMap::new();
         let mut meta: HashMap<M, Vec<Series>> = HashMap::new();
         // Chunks of the same query return the same series again: merge them by labels.
@@ -590,6 +608,9 @@ impl Data {
                             .map(|(k, v)| (k.clone(), v.clone()))
                             .collect();
                         key.sort();
+                        if s.points.iter().any(|(t, _)| (t + 1 - t0) % res != 0) {
+                            misaligned = true;
+                        }
                         let points = s.points.iter().map(|(t, v)| ((t + 1 - t0) / res - 1, *v));
                         match index.get(&(q, key.clone())) {
                             Some(&i) => list[i].points.extend(points),
@@ -611,12 +632,20 @@ impl Data {
                 s.points.sort_by_key(|(k, _)| *k);
             }
         }
-        Self {
+        if misaligned {
+            return Err(format!(
+                "the server answered for other times than the steps asked ({res} ms apart, 1 ms before each step's end); it may align range queries itself (VictoriaMetrics does unless given nocache=1)"
+            ));
+        }
+        let mut data = Self {
             t0,
             res,
             steps,
             meta,
-        }
+            m: Meta::default(),
+        };
+        data.m = Meta::new(&data);
+        Ok(data)
     }
 
     fn q(&self, q: Q) -> &[StepSeries] {
@@ -754,7 +783,7 @@ impl Data {
         let end = self.time(k1);
         let hours_per_step = self.res as f64 / 3.6e6;
         let clamp = |t: DateTime<Utc>| t.clamp(w.start, end);
-        let meta = Meta::new(self);
+        let meta = &self.m;
 
         // Nodes.
         let node_cpu = self.by_label(Q::NodeCpu, "node", k0, k1);
@@ -994,7 +1023,9 @@ impl Data {
                     .cloned()
                     .unwrap_or_else(|| pv.clone()),
                 bytes: pts.iter().map(|(_, v)| v).sum::<f64>() / pts.len() as f64,
-                price: mean(&pv_price, &pv).unwrap_or(s.pricing.storage),
+                price: mean(&pv_price, &pv)
+                    .filter(|p| *p > 0.0)
+                    .unwrap_or(s.pricing.storage),
                 storage_class: meta.storage_class.get(&pv).cloned().unwrap_or_default(),
                 mounts: mounts
                     .into_iter()
@@ -1161,9 +1192,27 @@ impl Data {
         });
 
         nodes.sort_by(|a, b| a.name.cmp(&b.name));
+        // A step no node reported in is a gap in Prometheus's data (an outage of the scrapers,
+        // of Prometheus, or data past its retention): a window with one is published with the
+        // data it has but never as complete, so every run tries it again.
+        let covered: HashSet<i64> = node_cpu.values().flatten().map(|(k, _)| *k).collect();
+        let data_end = match (k0..k1).find(|k| !covered.contains(k)) {
+            None => end,
+            Some(gap) => {
+                let last = (k0..k1).rev().find(|k| covered.contains(k)).unwrap_or(gap);
+                let until = if last > gap {
+                    self.time(last + 1)
+                } else {
+                    self.time(gap)
+                };
+                until
+                    .min(w.end - chrono::Duration::milliseconds(1))
+                    .max(w.start)
+            }
+        };
         Some(ClusterWindow {
             window: w,
-            data_end: end,
+            data_end,
             nodes,
             containers,
             volumes,
@@ -1185,6 +1234,7 @@ struct PodMeta {
 }
 
 /// The metadata of a batch, indexed.
+#[derive(Default)]
 struct Meta {
     pods: BTreeMap<(String, String), PodMeta>,
     namespace_labels: HashMap<String, BTreeMap<String, String>>,
