@@ -220,20 +220,22 @@ impl PromServer {
         std::fs::create_dir_all(&tsdb).expect("create the TSDB folder");
 
         let started = Instant::now();
+        // The names the server must serve before it counts as loaded, read while promtool
+        // works (the input may be gigabytes).
+        let scan = {
+            let input = input.to_path_buf();
+            std::thread::spawn(move || sample_names(&input))
+        };
         let import_log = dir.path().join("promtool.log");
+        let log_file = std::fs::File::create(&import_log).expect("promtool log");
         let status = Command::new(promtool)
             .args(["tsdb", "create-blocks-from", "openmetrics", "--quiet"])
             .arg(format!("--max-block-duration={MAX_BLOCK_DURATION}"))
             .arg(input)
             .arg(&tsdb)
             .stdin(Stdio::null())
-            .stdout(std::fs::File::create(&import_log).expect("promtool log"))
-            .stderr(
-                std::fs::File::options()
-                    .append(true)
-                    .open(&import_log)
-                    .expect("promtool log"),
-            )
+            .stdout(log_file.try_clone().expect("promtool log"))
+            .stderr(log_file)
             .status()
             .expect("run promtool");
         assert!(
@@ -243,7 +245,7 @@ impl PromServer {
             tail(&import_log, 20)
         );
         let imported = started.elapsed();
-        let names = sample_names(input);
+        let names = scan.join().expect("scan the OpenMetrics input");
 
         let config = dir.path().join("prometheus.yml");
         // No scrape jobs: the server holds only what the test loaded (not even its own metrics).

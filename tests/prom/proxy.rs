@@ -65,7 +65,8 @@ pub struct FaultProxy {
 impl FaultProxy {
     /// Starts a proxy in [`Mode::Pass`] on a free loopback port in front of `upstream_url`
     /// (`http://HOST:PORT`, any path ignored).
-    pub fn start(upstream_url: &str) -> FaultProxy {
+    pub fn start(upstream_url: impl AsRef<str>) -> FaultProxy {
+        let upstream_url = upstream_url.as_ref();
         let authority = upstream_url.strip_prefix("http://").unwrap_or_else(|| {
             panic!("FaultProxy upstream {upstream_url:?} is not http://HOST:PORT")
         });
