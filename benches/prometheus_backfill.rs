@@ -1,5 +1,5 @@
 //! Backfill throughput from a real Prometheus: a synthetic cluster of `BENCH_PODS` pods (1,000)
-//! over `BENCH_DAYS` days (7), scraped every 2 minutes, is loaded into Prometheus 3 (or 2 with
+//! over `BENCH_DAYS` days (7), scraped every 150 s, is loaded into Prometheus 3 (or 2 with
 //! `BENCH_PROM=2`) with promtool; then the Prometheus source reads and prices every day and its
 //! 24 hours, as the leader's backfill does (one batch per day, `MAX_QUERY_CONCURRENCY` queries in
 //! flight, 5-minute steps). Prints container-hours per second, the queries issued, and this
@@ -58,10 +58,10 @@ fn cluster(pods: usize, days: i64) -> Cluster {
         let c = Container {
             name: "app".into(),
             cpu_request: 0.25,
-            cpu_limit: 0.5,
+            cpu_limit: 0.0,
             cpu_usage: 0.05 + (p % 7) as f64 * 0.05,
             ram_request: 0.5 * GIB,
-            ram_limit: GIB,
+            ram_limit: 0.0,
             ram_usage: 0.3 * GIB,
             gpu_request: 0.0,
             gpu_usage: 0.0,
@@ -111,7 +111,7 @@ fn cluster(pods: usize, days: i64) -> Cluster {
     Cluster {
         start,
         end,
-        scrape: Duration::from_secs(120),
+        scrape: Duration::from_secs(150),
         nodes: (0..nodes)
             .map(|i| Node {
                 name: node(i),

@@ -105,7 +105,7 @@ struct Envelope {
 struct Data {
     #[serde(rename = "resultType")]
     result_type: String,
-    result: serde_json::Value,
+    result: Box<serde_json::value::RawValue>,
 }
 
 #[derive(Deserialize)]
@@ -113,9 +113,29 @@ struct RawSeries {
     #[serde(default)]
     metric: HashMap<String, String>,
     #[serde(default)]
-    values: Vec<(f64, String)>,
+    values: Vec<(f64, Value)>,
     #[serde(default)]
-    value: Option<(f64, String)>,
+    value: Option<(f64, Value)>,
+}
+
+/// A sample value: Prometheus writes it as a string (`"0.5"`, `"NaN"`, `"+Inf"`); parsed where
+/// it lies in the body, without an owned string per sample (a day of a big cluster is millions).
+struct Value(Option<f64>);
+
+impl<'de> Deserialize<'de> for Value {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Value;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a sample value as a string")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Value, E> {
+                Ok(Value(v.parse::<f64>().ok().filter(|x| x.is_finite())))
+            }
+        }
+        d.deserialize_str(V)
+    }
 }
 
 impl Client {
@@ -365,7 +385,7 @@ fn parse(body: &[u8]) -> Result<Vec<Series>, String> {
         other => return Err(format!("expected a vector or matrix, got a {other}")),
     }
     let raw: Vec<RawSeries> =
-        serde_json::from_value(data.result).map_err(|e| format!("malformed result: {e}"))?;
+        serde_json::from_str(data.result.get()).map_err(|e| format!("malformed result: {e}"))?;
     Ok(raw
         .into_iter()
         .map(|r| {
@@ -373,10 +393,7 @@ fn parse(body: &[u8]) -> Result<Vec<Series>, String> {
                 .values
                 .into_iter()
                 .chain(r.value)
-                .filter_map(|(t, v)| {
-                    let x: f64 = v.parse().ok()?;
-                    x.is_finite().then_some(((t * 1000.0).round() as i64, x))
-                })
+                .filter_map(|(t, v)| Some(((t * 1000.0).round() as i64, v.0?)))
                 .collect();
             Series {
                 labels: r.metric,

@@ -578,6 +578,19 @@ impl StepSeries {
 
 type Key3 = (String, String, String);
 
+/// One series' values at the steps of a window, by step.
+#[derive(Clone, Copy)]
+struct Steps<'a>(&'a [(i64, f64)]);
+
+impl Steps<'_> {
+    /// The value at step `k`, or 0 where the series has none.
+    fn at(self, k: i64) -> f64 {
+        self.0
+            .binary_search_by_key(&k, |(s, _)| *s)
+            .map_or(0.0, |i| self.0[i].1)
+    }
+}
+
 /// Every answer of a batch, indexed.
 struct Data {
     t0: i64,
@@ -656,18 +669,21 @@ impl Data {
         self.meta.get(&m).map_or(&[], Vec::as_slice)
     }
 
-    /// Per-step values of `q` keyed by (namespace, pod, container), within `[k0, k1)`.
-    fn by_container(&self, q: Q, k0: i64, k1: i64) -> HashMap<Key3, HashMap<i64, f64>> {
-        let mut out: HashMap<Key3, HashMap<i64, f64>> = HashMap::new();
+    /// Per-step values of `q` keyed by (namespace, pod, container), within `[k0, k1)`: slices of
+    /// the answers, not copies (every query is aggregated `by (namespace, pod, container)`, so
+    /// a key has one series).
+    fn by_container(&self, q: Q, k0: i64, k1: i64) -> HashMap<Key3, Steps<'_>> {
+        let mut out: HashMap<Key3, Steps<'_>> = HashMap::new();
         for s in self.q(q) {
             let key = (
                 s.label("namespace").to_string(),
                 s.label("pod").to_string(),
                 s.label("container").to_string(),
             );
-            out.entry(key)
-                .or_default()
-                .extend(s.within(k0, k1).iter().copied());
+            let pts = s.within(k0, k1);
+            if !pts.is_empty() {
+                out.entry(key).or_insert(Steps(pts));
+            }
         }
         out
     }
@@ -774,7 +790,12 @@ impl Data {
     }
 
     /// One window of the batch, or `None` when nothing ran in it.
-    fn window(&self, w: Window, data_end: DateTime<Utc>, s: &Settings) -> Option<ClusterWindow> {
+    fn window<'s>(
+        &'s self,
+        w: Window,
+        data_end: DateTime<Utc>,
+        s: &Settings,
+    ) -> Option<ClusterWindow> {
         let k0 = (w.start.timestamp_millis() - self.t0) / self.res;
         let k1 = (w.end.min(data_end).timestamp_millis() - self.t0) / self.res;
         if k1 <= k0 {
@@ -879,7 +900,7 @@ impl Data {
                 })
                 .unwrap_or_default()
         };
-        let zero = HashMap::new();
+        let zero = Steps(&[]);
         let mut containers = Vec::new();
         let mut pod_minutes: HashMap<(String, String), f64> = HashMap::new();
         // node → (Σ working set of kube-system containers, of the others) over the steps.
@@ -888,28 +909,20 @@ impl Data {
         keys.sort();
         for key in keys {
             let (ns, pod, container) = key;
-            let mut steps: Vec<i64> = running[key].keys().copied().collect();
-            steps.sort_unstable();
             let mut by_node: BTreeMap<String, Vec<i64>> = BTreeMap::new();
-            for k in steps {
-                by_node.entry(node_at(ns, pod, k)).or_default().push(k);
+            for (k, _) in running[key].0 {
+                by_node.entry(node_at(ns, pod, *k)).or_default().push(*k);
             }
-            fn get<'a>(
-                m: &'a HashMap<Key3, HashMap<i64, f64>>,
-                key: &Key3,
-                zero: &'a HashMap<i64, f64>,
-            ) -> &'a HashMap<i64, f64> {
-                m.get(key).unwrap_or(zero)
-            }
-            let get = |m| get(m, key, &zero);
+            let get =
+                |m: &HashMap<Key3, Steps<'s>>| -> Steps<'s> { m.get(key).copied().unwrap_or(zero) };
             let (cr, rr, gr) = (get(&cpu_req), get(&ram_req), get(&gpu_req));
             let (cl, rl) = (get(&cpu_lim), get(&ram_lim));
             let (cu, ru, rm, gu) = (get(&cpu_use), get(&ram_use), get(&ram_max), get(&gpu_use));
             for (node, ks) in by_node {
                 let n = ks.len() as f64;
-                let at = |m: &HashMap<i64, f64>, k: &i64| m.get(k).copied().unwrap_or(0.0);
-                let sum = |m: &HashMap<i64, f64>| ks.iter().map(|k| at(m, k)).sum::<f64>();
-                let peak = |m: &HashMap<i64, f64>| ks.iter().map(|k| at(m, k)).fold(0.0, f64::max);
+                let at = |m: Steps<'_>, k: &i64| m.at(*k);
+                let sum = |m: Steps<'_>| ks.iter().map(|k| at(m, k)).sum::<f64>();
+                let peak = |m: Steps<'_>| ks.iter().map(|k| at(m, k)).fold(0.0, f64::max);
                 let cpu_core_hours = ks
                     .iter()
                     .map(|k| at(cr, k).max(at(cu, k)).min(CPU_SANITY_LIMIT))
@@ -966,14 +979,18 @@ impl Data {
         self.breakdowns(&mut nodes, &node_ram, &node_ram_use, k0, k1);
 
         // Volumes: each step's cost split evenly over the running pods mounting its claim.
+        let mut pod_steps: HashMap<(&str, &str), HashSet<i64>> = HashMap::new();
+        for ((n, p, _), steps) in &running {
+            pod_steps
+                .entry((n.as_str(), p.as_str()))
+                .or_default()
+                .extend(steps.0.iter().map(|(k, _)| *k));
+        }
+        let none = HashSet::new();
         let mut claim_pods: HashMap<(String, String), HashMap<i64, Vec<String>>> = HashMap::new();
         for sr in self.q(Q::PodClaims) {
             let (ns, pod) = (sr.label("namespace"), sr.label("pod"));
-            let runs: HashSet<i64> = running
-                .iter()
-                .filter(|((n, p, _), _)| n == ns && p == pod)
-                .flat_map(|(_, m)| m.keys().copied())
-                .collect();
+            let runs = pod_steps.get(&(ns, pod)).unwrap_or(&none);
             let e = claim_pods
                 .entry((
                     ns.to_string(),
