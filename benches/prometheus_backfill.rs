@@ -12,6 +12,10 @@
 )]
 
 #[path = "../tests/prom/mod.rs"]
+#[allow(
+    unused_imports,
+    reason = "the harness re-exports the fault proxy, which this bench does not use"
+)]
 mod prom;
 
 use std::sync::Arc;

@@ -23,8 +23,8 @@ use prom::cluster::{
     Claim, Cluster, Container, Egress, EgressPrices, LoadBalancer, Namespace, Node, NodeExporter,
     Owner, Pod, Pv,
 };
-use prom::proxy::{FaultProxy, Mode};
-use prom::{PromServer, PromVersion};
+
+use prom::{FaultProxy, Mode, PromServer, PromVersion};
 
 const GIB: f64 = 1024.0 * 1024.0 * 1024.0;
 
@@ -132,7 +132,7 @@ fn cluster(d1: DateTime<Utc>) -> Cluster {
         ram_hourly: prices.map(|p| p.1),
         gpu_hourly: prices.and_then(|p| (p.2 > 0.0).then_some(p.2)),
         labels: vec![],
-        exporter: (name == "node-a").then(|| NodeExporter {
+        exporter: (name == "node-a").then_some(NodeExporter {
             cpu_user: 0.25,
             cpu_system: 0.05,
             mem_available_bytes: 10.0 * GIB,

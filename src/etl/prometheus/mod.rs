@@ -578,6 +578,9 @@ impl StepSeries {
 
 type Key3 = (String, String, String);
 
+/// (step, value) pairs, by step.
+type Points = Vec<(i64, f64)>;
+
 /// One series' values at the steps of a window, by step.
 #[derive(Clone, Copy)]
 struct Steps<'a>(&'a [(i64, f64)]);
@@ -624,14 +627,18 @@ impl Data {
                         if s.points.iter().any(|(t, _)| (t + 1 - t0) % res != 0) {
                             misaligned = true;
                         }
-                        let points = s.points.iter().map(|(t, v)| ((t + 1 - t0) / res - 1, *v));
+                        // Times become step numbers in place: no second copy of the points.
+                        let mut points = s.points;
+                        for p in &mut points {
+                            p.0 = (p.0 + 1 - t0) / res - 1;
+                        }
                         match index.get(&(q, key.clone())) {
                             Some(&i) => list[i].points.extend(points),
                             None => {
                                 index.insert((q, key), list.len());
                                 list.push(StepSeries {
                                     labels: s.labels,
-                                    points: points.collect(),
+                                    points,
                                 });
                             }
                         }
@@ -1091,7 +1098,7 @@ impl Data {
                 )
             })
             .collect();
-        let mut lbs: Vec<(String, String, String, Vec<(i64, f64)>)> = lb_keys
+        let mut lbs: Vec<(String, String, String, Points)> = lb_keys
             .into_iter()
             .filter_map(|k| {
                 let pts = lb_price.get(&k).cloned().unwrap_or_default();
