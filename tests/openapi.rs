@@ -335,7 +335,11 @@ async fn group_routes_exist(p: &Proc, group: &str) {
     let paths = group_paths(&doc, group);
     assert!(!paths.is_empty(), "no route in group {group}");
     for path in paths {
-        let url = p.url(&path.replace("{rest}", "status")) + "?window=1d";
+        let url = p.url(
+            &path
+                .replace("{rest}", "status")
+                .replace("{kind}", "allocation"),
+        ) + "?window=1d";
         let resp = client().get(&url).send().await.unwrap();
         assert_ne!(resp.status(), 404, "{path} is documented but not served");
     }

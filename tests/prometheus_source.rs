@@ -10,6 +10,9 @@
 //! spot node using more CPU than it requests; a StatefulSet whose second pod moves from the
 //! on-demand node to the spot node at noon, both pods sharing one volume; a volume nobody
 //! mounts; a GPU training pod.
+//!
+//! Also: a Prometheus that fails, is down or slow (a fault proxy in front of it), the repair
+//! routes on a leader and a follower, and a Prometheus that requires basic auth.
 
 mod proc;
 mod prom;
@@ -745,7 +748,7 @@ async fn repair_rebuilds_a_day_on_the_leader() {
         (d1 + TimeDelta::days(1)).format("%Y-%m-%dT%H:%M:%SZ")
     );
     let resp = client
-        .post(p.url(&format!("/model/etl/allocation/repair?window={w}")))
+        .get(p.url(&format!("/model/etl/allocation/repair?window={w}")))
         .send()
         .await
         .unwrap();
@@ -805,4 +808,76 @@ async fn a_follower_names_the_leader_for_repairs() {
         body["message"].as_str().unwrap().contains("follower"),
         "{body}"
     );
+}
+
+/// A Prometheus that wants basic auth: the replica's credentials get through (and never show in
+/// its log or status); a wrong password is a failure that names the status, and nothing is
+/// published.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn basic_auth_reaches_a_prometheus_that_requires_it() {
+    let today = day_start(Utc::now());
+    let d1 = today - TimeDelta::days(3);
+    let prom = PromServer::start(PromVersion::V3, &openmetrics(&cluster(d1)));
+    let password = "pw-0f3a9c";
+    // bcrypt at the lowest cost, so Prometheus checks it quickly.
+    let hash = bcrypt::hash(password, 4).unwrap();
+    prom.set_web_config(&format!("basic_auth_users:\n  costmodel: {hash}\n"));
+    let (status, _) = prom.get("/api/v1/query?query=up").unwrap();
+    assert_eq!(status, 401, "the server must now want credentials");
+
+    let dir = tempfile::tempdir().unwrap();
+    let args = |pw: &'static str, name: &str| {
+        vec![
+            "--prometheus-url".to_string(),
+            prom.url.clone(),
+            "--prometheus-username".into(),
+            "costmodel".into(),
+            "--prometheus-password".into(),
+            pw.into(),
+            "--backfill".into(),
+            "3d".into(),
+            "--prometheus-retries".into(),
+            "0".into(),
+            "--bucket-dir".into(),
+            dir.path()
+                .join(format!("bucket-{name}"))
+                .to_str()
+                .unwrap()
+                .into(),
+        ]
+    };
+    let client = reqwest::Client::new();
+
+    let good_args = args(password, "good");
+    let good: Vec<&str> = good_args.iter().map(String::as_str).collect();
+    let p = spawn(dir.path(), "good", &good);
+    let body = wait_for(
+        &p,
+        &client,
+        &alloc_url(d1, "aggregate=namespace"),
+        |s, b| s == 200 && set_of(b).contains_key("ml"),
+    )
+    .await;
+    let ml = set_of(&body)["ml"]["totalCost"].as_f64().unwrap();
+    assert!(close(ml, expected_namespaces()["ml"], 1e-3), "{ml}");
+    let (_, status) = proc::get_json(&client, &p.url("/model/etl/status"))
+        .await
+        .unwrap();
+    assert!(!status.to_string().contains(password));
+    assert!(!p.log_text().contains(password));
+
+    let bad_args = args("wrong-password", "bad");
+    let bad: Vec<&str> = bad_args.iter().map(String::as_str).collect();
+    let q = spawn(dir.path(), "bad", &bad);
+    let status = wait_for(&q, &client, "/model/etl/status", |_, b| {
+        b["data"]["source"]["lastError"]
+            .as_str()
+            .is_some_and(|e| e.contains("401"))
+    })
+    .await;
+    assert!(!status.to_string().contains("wrong-password"), "{status}");
+    let (_, body) = proc::get_json(&client, &q.url(&alloc_url(d1, "aggregate=namespace")))
+        .await
+        .unwrap();
+    assert!(set_of(&body).is_empty(), "{body}");
 }

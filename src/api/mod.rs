@@ -191,11 +191,11 @@ fn routes(cfg: &mut web::ServiceConfig) {
         get(cfg, &format!("{prefix}/ha/status"), ha_status);
         get(cfg, &format!("{prefix}/ha/group"), ha_group);
         get(cfg, &format!("{prefix}/etl/status"), etl_status);
-        for kind in ["allocation", "asset"] {
-            let path = format!("{prefix}/etl/{kind}/repair");
-            cfg.route(&path, web::get().to(etl_repair));
-            cfg.route(&path, web::post().to(etl_repair));
-        }
+        get(
+            cfg,
+            &format!("{prefix}/etl/{{kind:allocation|asset}}/repair"),
+            etl_repair,
+        );
         get(cfg, &format!("{prefix}/healthz"), healthz);
         get(cfg, &format!("{prefix}/readyz"), readyz);
         get(cfg, &format!("{prefix}/metrics"), metrics);
@@ -785,7 +785,7 @@ async fn etl_status(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
     })))
 }
 
-/// Kubecost's `/model/etl/{allocation,asset}/repair?window=`: the leader rebuilds every complete
+/// Kubecost's `GET /model/etl/{allocation,asset}/repair?window=`: the leader rebuilds every complete
 /// day and hour overlapping the window from its source (allocations and assets are built
 /// together, so either route rebuilds both). A follower answers 409 naming the leader.
 async fn etl_repair(

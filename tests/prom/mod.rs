@@ -251,6 +251,10 @@ impl PromServer {
         // No scrape jobs: the server holds only what the test loaded (not even its own metrics).
         std::fs::write(&config, "global:\n  evaluation_interval: 1h\n").expect("write config");
         let log = dir.path().join("prometheus.log");
+        // Prometheus reads its web config (basic auth users) on every request: a test may
+        // require credentials once the server is up (`set_web_config`).
+        let web = dir.path().join("web.yml");
+        std::fs::write(&web, "{}\n").expect("write web config");
 
         // The port is free when chosen but another process may take it first: a server that
         // exits because of that is started again on a new one.
@@ -261,6 +265,7 @@ impl PromServer {
                 .arg(format!("--storage.tsdb.path={}", tsdb.display()))
                 .arg("--storage.tsdb.retention.time=3650d")
                 .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+                .arg(format!("--web.config.file={}", web.display()))
                 .arg("--log.level=info")
                 .current_dir(dir.path())
                 .stdin(Stdio::null())
@@ -359,6 +364,15 @@ impl PromServer {
     }
 
     /// The folder holding the input, the TSDB, the config and the logs.
+    /// Replaces the server's web config (exporter-toolkit's `web.yml`: `basic_auth_users`, ...);
+    /// Prometheus applies it from its next request on.
+    pub fn set_web_config(&self, yaml: &str) {
+        let path = self.dir.path().join("web.yml");
+        let tmp = self.dir.path().join("web.yml.tmp");
+        std::fs::write(&tmp, yaml).expect("write web config");
+        std::fs::rename(&tmp, &path).expect("replace web config");
+    }
+
     pub fn dir(&self) -> &Path {
         self.dir.path()
     }
