@@ -335,13 +335,20 @@ fn set_of(body: &serde_json::Value) -> serde_json::Map<String, serde_json::Value
     body["data"][0].as_object().cloned().unwrap_or_default()
 }
 
-fn alloc_url(d: DateTime<Utc>, query: &str) -> String {
-    let w = format!(
+/// The API's window parameter for the day starting at `d`.
+fn day_window(d: DateTime<Utc>) -> String {
+    format!(
         "{},{}",
         d.format("%Y-%m-%dT%H:%M:%SZ"),
         (d + TimeDelta::days(1)).format("%Y-%m-%dT%H:%M:%SZ")
-    );
-    format!("/model/allocation?window={w}&accumulate=true&{query}")
+    )
+}
+
+fn alloc_url(d: DateTime<Utc>, query: &str) -> String {
+    format!(
+        "/model/allocation?window={}&accumulate=true&{query}",
+        day_window(d)
+    )
 }
 
 fn openmetrics(c: &Cluster) -> String {
@@ -513,11 +520,7 @@ async fn costs_match_arithmetic(version: PromVersion) {
     );
 
     // Assets: nodes priced by the exporter or the pricing file; the spot node is preemptible.
-    let w = format!(
-        "{},{}",
-        d1.format("%Y-%m-%dT%H:%M:%SZ"),
-        (d1 + TimeDelta::days(1)).format("%Y-%m-%dT%H:%M:%SZ")
-    );
+    let w = day_window(d1);
     let body = wait_for(
         &p,
         &client,
@@ -742,11 +745,7 @@ async fn repair_rebuilds_a_day_on_the_leader() {
         .1["data"]["snapshotGeneration"]
         .as_u64()
         .unwrap();
-    let w = format!(
-        "{},{}",
-        d1.format("%Y-%m-%dT%H:%M:%SZ"),
-        (d1 + TimeDelta::days(1)).format("%Y-%m-%dT%H:%M:%SZ")
-    );
+    let w = day_window(d1);
     let resp = client
         .get(p.url(&format!("/model/etl/allocation/repair?window={w}")))
         .send()

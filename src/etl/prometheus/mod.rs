@@ -1299,38 +1299,22 @@ impl Meta {
                 .annotations
                 .extend(prefixed(s, "annotation_"));
         }
-        let rs_owner: HashMap<(String, String), (String, String)> = d
-            .m(M::ReplicaSetOwner)
-            .iter()
-            .map(|s| {
-                (
-                    (
-                        s.label("namespace").to_string(),
-                        s.label("replicaset").to_string(),
-                    ),
-                    (
+        // (namespace, ReplicaSet or Job) → (owner name, owner kind).
+        let owners = |m: M, name: &str| -> HashMap<(String, String), (String, String)> {
+            d.m(m)
+                .iter()
+                .map(|s| {
+                    let key = (s.label("namespace").to_string(), s.label(name).to_string());
+                    let owner = (
                         s.label("owner_name").to_string(),
                         s.label("owner_kind").to_string(),
-                    ),
-                )
-            })
-            .collect();
-        let job_owner: HashMap<(String, String), (String, String)> = d
-            .m(M::JobOwner)
-            .iter()
-            .map(|s| {
-                (
-                    (
-                        s.label("namespace").to_string(),
-                        s.label("job_name").to_string(),
-                    ),
-                    (
-                        s.label("owner_name").to_string(),
-                        s.label("owner_kind").to_string(),
-                    ),
-                )
-            })
-            .collect();
+                    );
+                    (key, owner)
+                })
+                .collect()
+        };
+        let rs_owner = owners(M::ReplicaSetOwner, "replicaset");
+        let job_owner = owners(M::JobOwner, "job_name");
         for s in d.m(M::PodOwner) {
             if s.label("owner_is_controller") == "false" {
                 continue;
