@@ -188,12 +188,30 @@ impl Handler<RunQuery> for QueryWorker {
 }
 
 fn execute(msg: &RunQuery) -> Result<Vec<u8>, QueryError> {
-    let mut body = Body::new(msg.max_bytes);
-    let warning = msg.warning.as_deref();
-    let (snapshot, now, cancel) = (&msg.snapshot, msg.now, &msg.cancel);
-    match &msg.kind {
+    answer(
+        &msg.snapshot,
+        &msg.kind,
+        msg.now,
+        &msg.cancel,
+        msg.max_bytes,
+        msg.warning.as_deref(),
+    )
+}
+
+/// The body a query answers on `snapshot` as of `now`: what a worker runs, without the lanes
+/// (the reference tests hold these bytes).
+pub fn answer(
+    snapshot: &Snapshot,
+    kind: &QueryKind,
+    now: DateTime<Utc>,
+    cancel: &CancellationToken,
+    max_bytes: usize,
+    warning: Option<&str>,
+) -> Result<Vec<u8>, QueryError> {
+    let mut body = Body::new(max_bytes);
+    match kind {
         QueryKind::Allocation(q) | QueryKind::Summary(q) if q.format == Format::Csv => {
-            let mut out = csv::Csv::allocations(msg.max_bytes)?;
+            let mut out = csv::Csv::allocations(max_bytes)?;
             q.run_each(&snapshot.allocations, now, cancel, |r| {
                 out.allocation_set(&r).map_err(QueryError::from)
             })?;
@@ -220,7 +238,7 @@ fn execute(msg: &RunQuery) -> Result<Vec<u8>, QueryError> {
         QueryKind::Assets(q) => match q.format {
             // CSV has no envelope: the handler carries the warning in a header.
             Format::Csv => {
-                let mut out = csv::Csv::assets(msg.max_bytes)?;
+                let mut out = csv::Csv::assets(max_bytes)?;
                 q.run_each(&snapshot.assets, now, cancel, |r| {
                     out.asset_set(&r).map_err(QueryError::from)
                 })?;
