@@ -498,7 +498,7 @@ mod tests {
     type Sets<T> = BTreeMap<(Resolution, chrono::DateTime<chrono::Utc>), Arc<T>>;
 
     fn sets() -> (
-        Sets<crate::model::AllocationSet>,
+        Sets<crate::model::AllocationColumns>,
         Sets<crate::model::AssetSet>,
         chrono::DateTime<chrono::Utc>,
     ) {
@@ -512,6 +512,8 @@ mod tests {
                 day + chrono::Duration::days(d + 1),
             );
             let (a, s) = costing::price(&c.compute(w, w.end), Resolution::Day, "c1");
+            let a =
+                crate::model::AllocationColumns::from_set(a, crate::model::PodInterner::global());
             allocs.insert((Resolution::Day, w.start), Arc::new(a));
             assets.insert((Resolution::Day, w.start), Arc::new(s));
         }

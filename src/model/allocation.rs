@@ -17,7 +17,7 @@ pub const UNMOUNTED: &str = "__unmounted__";
 
 /// The Kubernetes identity of an allocation. Empty strings mean "not set" and are omitted from
 /// JSON, as OpenCost's `omitempty` does.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct AllocationProperties {
     /// Cluster id.
@@ -65,10 +65,18 @@ impl AllocationProperties {
     /// Keeps only what `self` and `other` share, as OpenCost's `Intersection`: a property that
     /// differs becomes unset, services and map entries are kept only when both have them.
     pub fn intersect(&mut self, other: &AllocationProperties) {
+        self.intersect_with(other, &other.container);
+    }
+
+    /// [`Self::intersect`] with `other` as if its container were `container` (a loaded set
+    /// keeps a pod's properties apart from its rows' containers).
+    pub fn intersect_with(&mut self, other: &AllocationProperties, container: &str) {
+        if !self.container.is_empty() && self.container != container {
+            self.container.clear();
+        }
         for (mine, theirs) in [
             (&mut self.cluster, &other.cluster),
             (&mut self.node, &other.node),
-            (&mut self.container, &other.container),
             (&mut self.controller, &other.controller),
             (&mut self.controller_kind, &other.controller_kind),
             (&mut self.namespace, &other.namespace),
@@ -468,6 +476,12 @@ impl Allocation {
     /// start and end widen; averages are recombined weighted by running minutes so that an
     /// aggregate's request average is the average total request over its span.
     pub fn add(&mut self, other: &Allocation) {
+        self.add_values(other);
+        self.properties.intersect(&other.properties);
+    }
+
+    /// [`Self::add`] but for the properties, which the caller intersects itself.
+    pub fn add_values(&mut self, other: &Allocation) {
         let (m1, m2) = (self.minutes(), other.minutes());
         let weighted = |a: f64, b: f64| a * m1 + b * m2;
         let cpu_req = weighted(
@@ -526,7 +540,6 @@ impl Allocation {
         self.ram_cost_idle += other.ram_cost_idle;
         self.external_cost += other.external_cost;
         self.shared_cost += other.shared_cost;
-        self.properties.intersect(&other.properties);
         for (k, b) in &other.shared_cost_breakdown {
             self.shared_cost_breakdown
                 .entry(k.clone())

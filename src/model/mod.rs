@@ -2,6 +2,7 @@
 
 mod allocation;
 mod asset;
+pub mod columns;
 mod window;
 
 pub use allocation::{
@@ -9,6 +10,7 @@ pub use allocation::{
     SharedCostBreakdown, UNALLOCATED, UNMOUNTED,
 };
 pub use asset::{Asset, AssetSet, Breakdown};
+pub use columns::{AllocationColumns, PodInterner, SetCache};
 pub use window::{Resolution, Window};
 
 /// One stored ETL set: allocations or assets of one window at one resolution.

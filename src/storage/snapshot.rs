@@ -8,13 +8,13 @@ use chrono::{DateTime, Utc};
 use std::time::Instant;
 
 use super::manifest::{DecodeError, FileEntry, Manifest};
-use crate::model::{AllocationSet, AssetSet, EtlSet, Resolution, SetKind, Window};
+use crate::model::{AllocationColumns, AssetSet, EtlSet, PodInterner, Resolution, SetKind, Window};
 
 /// One loaded set.
 #[derive(Clone, Debug)]
 pub enum LoadedSet {
-    /// An allocation set.
-    Allocations(Arc<AllocationSet>),
+    /// An allocation set, in columns.
+    Allocations(Arc<AllocationColumns>),
     /// An asset set.
     Assets(Arc<AssetSet>),
 }
@@ -23,7 +23,7 @@ impl LoadedSet {
     /// The set as stored (a copy).
     pub fn to_etl(&self) -> EtlSet {
         match self {
-            LoadedSet::Allocations(s) => EtlSet::Allocations((**s).clone()),
+            LoadedSet::Allocations(s) => EtlSet::Allocations(s.to_set()),
             LoadedSet::Assets(s) => EtlSet::Assets((**s).clone()),
         }
     }
@@ -32,7 +32,9 @@ impl LoadedSet {
 impl From<EtlSet> for LoadedSet {
     fn from(set: EtlSet) -> Self {
         match set {
-            EtlSet::Allocations(s) => LoadedSet::Allocations(Arc::new(s)),
+            EtlSet::Allocations(s) => LoadedSet::Allocations(Arc::new(
+                AllocationColumns::from_set(s, PodInterner::global()),
+            )),
             EtlSet::Assets(s) => LoadedSet::Assets(Arc::new(s)),
         }
     }
@@ -112,7 +114,7 @@ pub struct Snapshot {
     /// Path to (entry, set) of every set loaded.
     pub files: BTreeMap<String, (FileEntry, LoadedSet)>,
     /// Allocation sets by resolution and window start.
-    pub allocations: BTreeMap<(Resolution, DateTime<Utc>), Arc<AllocationSet>>,
+    pub allocations: BTreeMap<(Resolution, DateTime<Utc>), Arc<AllocationColumns>>,
     /// Asset sets by resolution and window start.
     pub assets: BTreeMap<(Resolution, DateTime<Utc>), Arc<AssetSet>>,
     /// Sets the manifest names that could not be loaded, by path. They stay in every manifest

@@ -1,0 +1,511 @@
+//! The allocation engine: filter, aggregate, share and accumulate the rows of loaded sets
+//! ([`AllocationColumns`]) into the answer of an `/allocation` query.
+//!
+//! Each set is reduced on its own (OpenCost spreads idle and shared costs per set, not per
+//! step), reading the columns: a row's group is found from its pod id (keys are built once per
+//! pod, not per row), its numbers are added without building the row, and the aggregate's
+//! properties are intersected only when a member of another pod arrives. Since loaded sets
+//! never change, a set's reduction is kept in the set's cache under the query's shape
+//! ([`AllocationQuery::shape`]): the next query of that shape only adds the reductions up, and
+//! a new generation recomputes only the sets it replaced.
+//!
+//! The arithmetic is the one `Allocation::add` does, in the same order, so the answers are the
+//! ones the engine gave on whole allocations byte for byte (`tests/query_reference.rs`).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use tokio_util::sync::CancellationToken;
+
+use super::filter::{Field, Row, Value};
+use super::{
+    AggregateBy, AllocationQuery, AllocationResult, CANCEL_CHECK_ROWS, Cancelled, Cost, CostMetric,
+    ENCODE_WEIGHT, ShareSplit, Sharing, rank_and_page, share,
+};
+use crate::model::{
+    Allocation, AllocationColumns, AllocationProperties, IDLE, Resolution, SharedCostBreakdown,
+};
+
+/// Loaded allocation sets by resolution and window start.
+pub type AllocationSets = BTreeMap<(Resolution, DateTime<Utc>), Arc<AllocationColumns>>;
+
+/// One set reduced by one query shape: (key, aggregate), aggregates in key order then idle
+/// ones in key order, as they are added to the step.
+type Reduced = Vec<(String, Allocation)>;
+
+/// Reductions with more groups than this are not cached (a per-pod answer is as big as the
+/// set; caching it would double the memory of what it answers from).
+const CACHE_MAX_GROUPS: usize = 2_000;
+
+/// A row of a loaded set, as filters and sharing see it: its pod's properties and container.
+struct PodRow<'a> {
+    pod: &'a AllocationProperties,
+    container: &'a str,
+}
+
+impl Row<Field> for PodRow<'_> {
+    fn value(&self, field: &Field) -> Value<'_> {
+        match field {
+            Field::Container => Value::One(self.container),
+            other => self.pod.value(other),
+        }
+    }
+}
+
+/// An aggregate being built, and the (pod, container) last intersected into its properties:
+/// intersecting with the same again changes nothing.
+struct Group {
+    agg: Allocation,
+    last: (u32, u32),
+}
+
+impl AllocationQuery {
+    /// Runs the query over the loaded allocation sets.
+    pub fn run(&self, sets: &AllocationSets, now: DateTime<Utc>) -> Vec<AllocationResult> {
+        let mut out = Vec::new();
+        let never = CancellationToken::new();
+        self.run_each(sets, now, &never, |r| {
+            out.push(r);
+            Ok::<(), Cancelled>(())
+        })
+        .expect("an uncancelled query runs to the end");
+        out
+    }
+
+    /// Runs the query one step at a time, handing each step's set to `emit` as soon as it is
+    /// computed (so a caller can encode it and drop it before the next), and stops early when
+    /// `cancel` fires or `emit` fails.
+    pub fn run_each<E: From<Cancelled>>(
+        &self,
+        sets: &AllocationSets,
+        now: DateTime<Utc>,
+        cancel: &CancellationToken,
+        mut emit: impl FnMut(AllocationResult) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let (resolution, steps) = self.plan(now);
+        for step in steps {
+            if cancel.is_cancelled() {
+                return Err(Cancelled.into());
+            }
+            let range = sets.range((resolution, step.start)..(resolution, step.end));
+            let covered: f64 = sets
+                .range((resolution, step.start)..(resolution, step.end))
+                .map(|(_, s)| {
+                    (s.data_end.min(s.window.end) - s.window.start)
+                        .num_seconds()
+                        .max(0) as f64
+                })
+                .sum::<f64>()
+                / 3600.0;
+            let mut allocations = self.aggregate_sets(range.map(|(_, s)| s.as_ref()), cancel)?;
+            let factor = self.cost_metric.factor(covered);
+            for a in &mut allocations {
+                // Every row of a set reports the window the set serves, as OpenCost's do.
+                a.window = Some(step);
+                if self.cost_metric != CostMetric::Cumulative {
+                    a.scale_costs(factor);
+                }
+            }
+            let allocations = rank_and_page(
+                allocations,
+                |a| (a.total_cost(), a.name.as_str()),
+                self.offset,
+                self.limit,
+            );
+            emit(AllocationResult {
+                window: step,
+                allocations,
+            })?;
+        }
+        Ok(())
+    }
+
+    /// The query's estimated work on these sets (see [`Cost`]).
+    pub fn cost(&self, sets: &AllocationSets, now: DateTime<Utc>) -> Cost {
+        let (resolution, steps) = self.plan(now);
+        let rows: u64 = steps
+            .iter()
+            .flat_map(|w| sets.range((resolution, w.start)..(resolution, w.end)))
+            .map(|(_, s)| s.len() as u64)
+            .sum();
+        // Aggregations by pod or container (or none) give about one output row per input row.
+        let per_row = self.aggregate.is_empty()
+            || self
+                .aggregate
+                .iter()
+                .any(|a| matches!(a, AggregateBy::Pod | AggregateBy::Container));
+        let encoded = if per_row {
+            self.limit
+                .map_or(rows, |l| rows.min(l as u64 * steps.len() as u64))
+        } else {
+            0
+        };
+        rows + encoded * ENCODE_WEIGHT + steps.len() as u64
+    }
+
+    /// Everything a set's reduction depends on besides the set: the key of its cache entry.
+    fn shape(&self) -> String {
+        format!(
+            "{:?}|{:?}|{}{}{}{}{}|{:?}",
+            self.aggregate,
+            self.filter,
+            self.idle,
+            self.share_idle,
+            self.split_idle,
+            self.idle_by_node,
+            self.include_aggregated_metadata,
+            self.sharing,
+        )
+    }
+
+    /// A row's aggregation key from its pod and container.
+    fn key_of(&self, pod: &AllocationProperties, container: &str) -> String {
+        self.aggregate
+            .iter()
+            .map(|g| match g {
+                AggregateBy::Container => AggregateBy::Container.value(&AllocationProperties {
+                    container: container.to_string(),
+                    ..AllocationProperties::default()
+                }),
+                g => g.value(pod),
+            })
+            .collect::<Vec<_>>()
+            .join("/")
+    }
+
+    /// Row `i`'s aggregation key.
+    fn row_key(&self, set: &AllocationColumns, i: usize) -> String {
+        if self.aggregate.is_empty() {
+            return set.name(i);
+        }
+        self.key_of(set.pod(set.pod_id(i)), set.container(set.container_id(i)))
+    }
+
+    fn idle_key(&self, a: &Allocation) -> String {
+        match (self.split_idle || self.idle_by_node, self.idle_by_node) {
+            (true, true) => format!("{}/{}/{IDLE}", a.properties.cluster, a.properties.node),
+            (true, false) => format!("{}/{IDLE}", a.properties.cluster),
+            _ => IDLE.to_string(),
+        }
+    }
+
+    /// The aggregate a first member starts: its properties, less the labels and annotations
+    /// unless the query keeps shared metadata (the aggregated label or annotation stays).
+    fn start_aggregate(&self, mut agg: Allocation, key: &str) -> Allocation {
+        if !self.aggregate.is_empty() && !self.include_aggregated_metadata {
+            let p = &mut agg.properties;
+            let keep = |by: &AggregateBy, label: bool, k: &String| match by {
+                AggregateBy::Label(l) => label && l == k,
+                AggregateBy::Annotation(n) => !label && n == k,
+                _ => false,
+            };
+            p.labels
+                .retain(|k, _| self.aggregate.iter().any(|g| keep(g, true, k)));
+            p.annotations
+                .retain(|k, _| self.aggregate.iter().any(|g| keep(g, false, k)));
+            p.namespace_labels.clear();
+            p.namespace_annotations.clear();
+        }
+        agg.name = key.to_string();
+        agg
+    }
+
+    fn aggregate_sets<'a>(
+        &self,
+        sets: impl Iterator<Item = &'a AllocationColumns>,
+        cancel: &CancellationToken,
+    ) -> Result<Vec<Allocation>, Cancelled> {
+        let mut total: BTreeMap<String, Allocation> = BTreeMap::new();
+        let shape = self.shape();
+        for set in sets {
+            let reduced = match set.cache.get::<Reduced>(&shape) {
+                Some(r) => r,
+                None => {
+                    let r = Arc::new(self.reduce(set, cancel)?);
+                    if r.len() <= CACHE_MAX_GROUPS {
+                        let bytes = r
+                            .iter()
+                            .map(|(k, _)| 2 * k.len() + std::mem::size_of::<Allocation>() + 256)
+                            .sum();
+                        set.cache.insert(shape.clone(), r.clone(), bytes);
+                    }
+                    r
+                }
+            };
+            for (key, a) in reduced.iter() {
+                match total.get_mut(key) {
+                    Some(t) => t.add(a),
+                    None => {
+                        total.insert(key.clone(), a.clone());
+                    }
+                }
+            }
+        }
+        // An aggregate of one member keeps its peak usage (`rawAllocationOnly`); `add` drops
+        // it once two are summed.
+        Ok(total.into_values().collect())
+    }
+
+    /// Reduces one set: its allocations filtered and aggregated, with its idle and shared
+    /// costs spread as the query asks.
+    fn reduce(
+        &self,
+        set: &AllocationColumns,
+        cancel: &CancellationToken,
+    ) -> Result<Reduced, Cancelled> {
+        let sharing = self.sharing.is_active().then_some(&self.sharing);
+        // Groups of the answer, and by key; per pod, its group when the key depends on the pod
+        // alone (`u32::MAX`: not known yet).
+        let mut groups: Vec<Group> = Vec::new();
+        let mut by_key: HashMap<String, usize> = HashMap::new();
+        let per_pod =
+            !self.aggregate.is_empty() && !self.aggregate.contains(&AggregateBy::Container);
+        let mut pod_group = vec![u32::MAX; if per_pod { set.pod_count() } else { 0 }];
+        let mut idle: BTreeMap<String, Allocation> = BTreeMap::new();
+        // Per node: (cpu, ram) cost kept by the filter and in total, to scale idle by.
+        let mut kept: HashMap<&str, [f64; 4]> = HashMap::new();
+        // Shared allocations by key, and what the shares are split over: every allocation
+        // that is neither idle nor shared, before the filter (a filter narrows the answer,
+        // not the base its shares are computed on).
+        let mut shared: BTreeMap<String, Allocation> = BTreeMap::new();
+        let mut pod_shares: Vec<Option<bool>> = vec![
+            None;
+            if sharing.is_some() {
+                set.pod_count()
+            } else {
+                0
+            }
+        ];
+        let mut base_cost = 0.0;
+        let mut base_keys: HashSet<String> = HashSet::new();
+        let mut row = Allocation::default();
+        let idle_rows = set.idle_rows();
+        let mut next_idle = 0;
+        for i in 0..set.len() {
+            if i % CANCEL_CHECK_ROWS == 0 && cancel.is_cancelled() {
+                return Err(Cancelled);
+            }
+            if idle_rows.get(next_idle) == Some(&(i as u32)) {
+                next_idle += 1;
+                continue;
+            }
+            let (pod_id, container_id) = (set.pod_id(i), set.container_id(i));
+            let pod = set.pod(pod_id);
+            let container = set.container(container_id);
+            if let Some(sh) = sharing {
+                let shares = *pod_shares[pod_id as usize].get_or_insert_with(|| sh.shares(pod));
+                if shares {
+                    let key = self.row_key(set, i);
+                    match shared.get_mut(&key) {
+                        Some(s) => {
+                            set.load_values(i, &mut row);
+                            s.add_values(&row);
+                            s.properties.intersect_with(pod, container);
+                        }
+                        None => {
+                            let s = self.start_aggregate(set.row(i), &key);
+                            shared.insert(key, s);
+                        }
+                    }
+                    // A shared allocation's cost reaches the answer through the shares, so
+                    // it is left out of the node totals idle is scaled by: a filter keeps
+                    // the idle of what it kept of the rest.
+                    continue;
+                }
+                set.load_values(i, &mut row);
+                base_cost += row.total_cost();
+                if sh.split == ShareSplit::Even {
+                    base_keys.insert(self.row_key(set, i));
+                }
+            }
+            let pass = self
+                .filter
+                .as_ref()
+                .is_none_or(|f| f.matches(&PodRow { pod, container }));
+            if self.filter.is_some() {
+                set.load_values(i, &mut row);
+                let e = kept.entry(pod.node.as_str()).or_default();
+                e[2] += row.cpu_cost;
+                e[3] += row.ram_cost;
+                if !pass {
+                    continue;
+                }
+                e[0] += row.cpu_cost;
+                e[1] += row.ram_cost;
+            }
+            let known = if per_pod {
+                pod_group[pod_id as usize]
+            } else {
+                u32::MAX
+            };
+            let g = if known != u32::MAX {
+                known as usize
+            } else {
+                let key = self.row_key(set, i);
+                let g = match by_key.get(&key) {
+                    Some(&g) => g,
+                    None => {
+                        groups.push(Group {
+                            agg: self.start_aggregate(set.row(i), &key),
+                            last: (pod_id, container_id),
+                        });
+                        by_key.insert(key, groups.len() - 1);
+                        if per_pod {
+                            pod_group[pod_id as usize] = (groups.len() - 1) as u32;
+                        }
+                        continue;
+                    }
+                };
+                if per_pod {
+                    pod_group[pod_id as usize] = g as u32;
+                }
+                g
+            };
+            let group = &mut groups[g];
+            set.load_values(i, &mut row);
+            group.agg.add_values(&row);
+            if group.last != (pod_id, container_id) {
+                group.agg.properties.intersect_with(pod, container);
+                group.last = (pod_id, container_id);
+            }
+        }
+        let mut out: BTreeMap<String, Allocation> = by_key
+            .into_iter()
+            .map(|(k, g)| (k, std::mem::take(&mut groups[g].agg)))
+            .collect();
+        if self.idle {
+            for &i in idle_rows {
+                let a = set.row(i as usize);
+                if !self
+                    .filter
+                    .as_ref()
+                    .is_none_or(|f| f.matches_idle(&a.properties))
+                {
+                    continue;
+                }
+                let mut share = a.clone();
+                // With a filter, idle is cut to the share of the node the filter kept.
+                if self.filter.is_some() {
+                    let [kc, kr, tc, tr] = kept
+                        .get(a.properties.node.as_str())
+                        .copied()
+                        .unwrap_or_default();
+                    share.cpu_cost *= if tc > 0.0 { kc / tc } else { 0.0 };
+                    share.ram_cost *= if tr > 0.0 { kr / tr } else { 0.0 };
+                }
+                let key = self.idle_key(&a);
+                match idle.get_mut(&key) {
+                    Some(i) => i.add(&share),
+                    None => {
+                        share.name.clone_from(&key);
+                        share.properties = AllocationProperties {
+                            cluster: a.properties.cluster.clone(),
+                            node: if self.idle_by_node {
+                                a.properties.node.clone()
+                            } else {
+                                String::new()
+                            },
+                            ..AllocationProperties::default()
+                        };
+                        idle.insert(key, share);
+                    }
+                }
+            }
+        }
+        // Shared costs are weighted by each allocation's own cost, before idle is spread
+        // onto it: the weights then add up to the part of the base the answer holds.
+        if let Some(sh) = sharing {
+            let hours =
+                (set.data_end.min(set.window.end) - set.window.start).num_seconds() as f64 / 3600.0;
+            share_costs(
+                &mut out,
+                &shared,
+                sh,
+                hours.max(0.0),
+                base_cost,
+                base_keys.len(),
+            );
+        }
+        if self.share_idle {
+            share_idle(&mut out, idle.values());
+            idle.clear();
+        }
+        Ok(out.into_iter().chain(idle).collect())
+    }
+}
+
+/// Adds each shared allocation's cost (and the fixed shared cost over `hours`) to the
+/// allocations of `out`: its part is its total cost over `base_cost` (`weighted`) or one over
+/// `base_count` (`even`), the base being every allocation the shares are split over, filtered
+/// or not, so that a filtered answer gets the same shares as the whole one.
+fn share_costs(
+    out: &mut BTreeMap<String, Allocation>,
+    shared: &BTreeMap<String, Allocation>,
+    sharing: &Sharing,
+    hours: f64,
+    base_cost: f64,
+    base_count: usize,
+) {
+    let fixed = sharing.fixed_cost(hours);
+    let fixed_alloc = Allocation {
+        external_cost: fixed,
+        ..Allocation::default()
+    };
+    let items = shared
+        .iter()
+        .map(|(k, a)| (k.as_str(), a))
+        .chain((fixed > 0.0).then_some((share::SHARED, &fixed_alloc)));
+    let items: Vec<(&str, &Allocation)> = items.collect();
+    for a in out.values_mut() {
+        if a.is_idle() {
+            continue;
+        }
+        let coefficient = match sharing.split {
+            ShareSplit::Weighted if base_cost > 0.0 => a.total_cost() / base_cost,
+            ShareSplit::Even if base_count > 0 => 1.0 / base_count as f64,
+            _ => 0.0,
+        };
+        let mut received = 0.0;
+        for (name, s) in &items {
+            let part = SharedCostBreakdown::part_of(name, s, coefficient);
+            received += part.total_cost;
+            if sharing.breakdown {
+                a.shared_cost_breakdown.insert((*name).to_string(), part);
+            }
+        }
+        a.shared_cost += received;
+    }
+}
+
+/// Spreads idle CPU, GPU and RAM cost over the allocations in proportion to each one's cost of
+/// that resource (Kubecost's shareIdle).
+fn share_idle<'a>(
+    out: &mut BTreeMap<String, Allocation>,
+    idle: impl Iterator<Item = &'a Allocation>,
+) {
+    let (mut cpu, mut gpu, mut ram) = (0.0, 0.0, 0.0);
+    for i in idle {
+        cpu += i.cpu_cost;
+        gpu += i.gpu_cost;
+        ram += i.ram_cost;
+    }
+    let total_cpu: f64 = out.values().map(|a| a.cpu_cost).sum();
+    let total_gpu: f64 = out.values().map(|a| a.gpu_cost).sum();
+    let total_ram: f64 = out.values().map(|a| a.ram_cost).sum();
+    for a in out.values_mut() {
+        let part =
+            |own: f64, total: f64, idle: f64| if total > 0.0 { idle * own / total } else { 0.0 };
+        let (c, g, r) = (
+            part(a.cpu_cost, total_cpu, cpu),
+            part(a.gpu_cost, total_gpu, gpu),
+            part(a.ram_cost, total_ram, ram),
+        );
+        a.cpu_cost += c;
+        a.cpu_cost_idle += c;
+        a.gpu_cost += g;
+        a.gpu_cost_idle += g;
+        a.ram_cost += r;
+        a.ram_cost_idle += r;
+    }
+}
