@@ -61,42 +61,107 @@ pub struct AllocationProperties {
     pub namespace_annotations: BTreeMap<String, String>,
 }
 
+/// Read access to an allocation's properties, whether they are held as one struct
+/// ([`AllocationProperties`]) or column by column in a loaded set.
+pub trait Props {
+    /// Cluster id.
+    fn cluster(&self) -> &str;
+    /// Node name.
+    fn node(&self) -> &str;
+    /// Container name.
+    fn container(&self) -> &str;
+    /// Controller name.
+    fn controller(&self) -> &str;
+    /// Controller kind.
+    fn controller_kind(&self) -> &str;
+    /// Namespace.
+    fn namespace(&self) -> &str;
+    /// Pod name.
+    fn pod(&self) -> &str;
+    /// Node provider id.
+    fn provider_id(&self) -> &str;
+    /// Services selecting the pod.
+    fn services(&self) -> &[String];
+    /// Pod labels.
+    fn labels(&self) -> &BTreeMap<String, String>;
+    /// Pod annotations.
+    fn annotations(&self) -> &BTreeMap<String, String>;
+    /// Namespace labels.
+    fn namespace_labels(&self) -> &BTreeMap<String, String>;
+    /// Namespace annotations.
+    fn namespace_annotations(&self) -> &BTreeMap<String, String>;
+}
+
+impl Props for AllocationProperties {
+    fn cluster(&self) -> &str {
+        &self.cluster
+    }
+    fn node(&self) -> &str {
+        &self.node
+    }
+    fn container(&self) -> &str {
+        &self.container
+    }
+    fn controller(&self) -> &str {
+        &self.controller
+    }
+    fn controller_kind(&self) -> &str {
+        &self.controller_kind
+    }
+    fn namespace(&self) -> &str {
+        &self.namespace
+    }
+    fn pod(&self) -> &str {
+        &self.pod
+    }
+    fn provider_id(&self) -> &str {
+        &self.provider_id
+    }
+    fn services(&self) -> &[String] {
+        &self.services
+    }
+    fn labels(&self) -> &BTreeMap<String, String> {
+        &self.labels
+    }
+    fn annotations(&self) -> &BTreeMap<String, String> {
+        &self.annotations
+    }
+    fn namespace_labels(&self) -> &BTreeMap<String, String> {
+        &self.namespace_labels
+    }
+    fn namespace_annotations(&self) -> &BTreeMap<String, String> {
+        &self.namespace_annotations
+    }
+}
+
 impl AllocationProperties {
     /// Keeps only what `self` and `other` share, as OpenCost's `Intersection`: a property that
     /// differs becomes unset, services and map entries are kept only when both have them.
-    pub fn intersect(&mut self, other: &AllocationProperties) {
-        self.intersect_with(other, &other.container);
-    }
-
-    /// [`Self::intersect`] with `other` as if its container were `container` (a loaded set
-    /// keeps a pod's properties apart from its rows' containers).
-    pub fn intersect_with(&mut self, other: &AllocationProperties, container: &str) {
-        if !self.container.is_empty() && self.container != container {
-            self.container.clear();
-        }
+    pub fn intersect(&mut self, other: &impl Props) {
         for (mine, theirs) in [
-            (&mut self.cluster, &other.cluster),
-            (&mut self.node, &other.node),
-            (&mut self.controller, &other.controller),
-            (&mut self.controller_kind, &other.controller_kind),
-            (&mut self.namespace, &other.namespace),
-            (&mut self.pod, &other.pod),
-            (&mut self.provider_id, &other.provider_id),
+            (&mut self.cluster, other.cluster()),
+            (&mut self.node, other.node()),
+            (&mut self.container, other.container()),
+            (&mut self.controller, other.controller()),
+            (&mut self.controller_kind, other.controller_kind()),
+            (&mut self.namespace, other.namespace()),
+            (&mut self.pod, other.pod()),
+            (&mut self.provider_id, other.provider_id()),
         ] {
             if !mine.is_empty() && mine != theirs {
                 mine.clear();
             }
         }
-        if !self.services.is_empty() && self.services != other.services {
-            self.services.retain(|s| other.services.contains(s));
+        if !self.services.is_empty() && self.services != other.services() {
+            self.services.retain(|s| other.services().contains(s));
         }
         for (mine, theirs) in [
-            (&mut self.labels, &other.labels),
-            (&mut self.annotations, &other.annotations),
-            (&mut self.namespace_labels, &other.namespace_labels),
+            (&mut self.labels, other.labels()),
+            (&mut self.annotations, other.annotations()),
+            (&mut self.namespace_labels, other.namespace_labels()),
             (
                 &mut self.namespace_annotations,
-                &other.namespace_annotations,
+                other.namespace_annotations(),
             ),
         ] {
             if !mine.is_empty() && mine != theirs {

@@ -3,10 +3,13 @@
 //! A stored `Allocation` costs about 2 KB of RAM as a struct (680 bytes, nine owned strings,
 //! label maps), and typical data fills 11 of its 34 numbers. A set here holds, per row, three
 //! small ids and the numbers of the columns that are not all zero:
-//! - the pod's properties (everything but the container) are interned once per distinct pod,
-//!   and shared by every set that names the same pod through a process-wide [`PodInterner`], so
-//!   90 daily sets of one pod hold its labels once;
-//! - containers and (window, start, end) triples are dictionaries of the set;
+//! - the set's strings are stored once each, end to end in one buffer, and named by id;
+//! - a pod's properties (everything but the container) are one entry of the set's pod table:
+//!   seven string ids, and its label and annotation maps and service list, which a
+//!   process-wide [`PodInterner`] shares between every pod and set that has the same ones (a
+//!   workload's pods, every day);
+//! - (window, start, end) triples are a dictionary of the set;
+//! - a column of numbers most rows leave at zero keeps only the rows that are not;
 //! - a row's name is derived (`cluster/node/namespace/pod/container`, OpenCost's) unless it is
 //!   one of the few that differ (per-node idle rows), kept apart;
 //! - volumes, load balancers and shared-cost breakdowns, held by few rows, are kept apart too.
@@ -23,7 +26,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use chrono::{DateTime, Utc};
 
 use super::allocation::{IDLE, LbAllocation, PvAllocation, SharedCostBreakdown};
-use super::{Allocation, AllocationProperties, AllocationSet, Resolution, Window};
+use super::{Allocation, AllocationProperties, AllocationSet, Props, Resolution, Window};
 
 macro_rules! numbers {
     ($($f:ident),* $(,)?) => {
@@ -96,9 +99,11 @@ struct Extras {
     shared_cost_breakdown: BTreeMap<String, SharedCostBreakdown>,
 }
 
-/// Interns pods' properties (container cleared) process-wide, so that every set naming a pod
-/// shares one copy. Entries no set holds any more are dropped when the table has doubled since
-/// the last sweep.
+type Map = BTreeMap<String, String>;
+
+/// Interns the label and annotation maps and the service lists of pods process-wide: a
+/// workload's pods share one copy across every set. Entries no set holds any more are dropped
+/// when the table has doubled since the last sweep.
 #[derive(Debug, Default)]
 pub struct PodInterner {
     inner: Mutex<InternTable>,
@@ -106,8 +111,42 @@ pub struct PodInterner {
 
 #[derive(Debug, Default)]
 struct InternTable {
-    pods: HashSet<Arc<AllocationProperties>>,
+    maps: HashSet<Arc<Map>>,
+    lists: HashSet<Arc<Vec<String>>>,
     swept_at: usize,
+}
+
+impl InternTable {
+    fn sweep(&mut self) {
+        let held = self.maps.len() + self.lists.len();
+        if held > 1024 && held >= 2 * self.swept_at {
+            self.maps.retain(|m| Arc::strong_count(m) > 1);
+            self.lists.retain(|l| Arc::strong_count(l) > 1);
+            self.swept_at = self.maps.len() + self.lists.len();
+        }
+    }
+
+    fn map(&mut self, m: &Map) -> Arc<Map> {
+        match self.maps.get(m) {
+            Some(shared) => shared.clone(),
+            None => {
+                let m = Arc::new(m.clone());
+                self.maps.insert(m.clone());
+                m
+            }
+        }
+    }
+
+    fn list(&mut self, l: &Vec<String>) -> Arc<Vec<String>> {
+        match self.lists.get(l) {
+            Some(shared) => shared.clone(),
+            None => {
+                let l = Arc::new(l.clone());
+                self.lists.insert(l.clone());
+                l
+            }
+        }
+    }
 }
 
 impl PodInterner {
@@ -117,38 +156,85 @@ impl PodInterner {
         GLOBAL.get_or_init(PodInterner::default)
     }
 
-    /// The shared copy of each of `pods`, in order.
-    fn intern(&self, pods: Vec<AllocationProperties>) -> Vec<Arc<AllocationProperties>> {
-        let mut t = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        if t.pods.len() > 1024 && t.pods.len() >= 2 * t.swept_at {
-            t.pods.retain(|p| Arc::strong_count(p) > 1);
-            t.swept_at = t.pods.len();
-        }
-        pods.into_iter()
-            .map(|p| match t.pods.get(&p) {
-                Some(shared) => shared.clone(),
-                None => {
-                    let p = Arc::new(p);
-                    t.pods.insert(p.clone());
-                    p
-                }
-            })
-            .collect()
-    }
-
-    /// Distinct pods held (for tests and status).
+    /// Distinct maps and lists held (for tests and benches).
     pub fn len(&self) -> usize {
-        self.inner
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .pods
-            .len()
+        let t = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        t.maps.len() + t.lists.len()
     }
 
     /// Whether nothing is held.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+/// A set's strings, each stored once, end to end in one buffer (id 0 is the empty string).
+#[derive(Debug)]
+struct Strings {
+    text: String,
+    ends: Vec<u32>,
+}
+
+impl Strings {
+    fn get(&self, id: u32) -> &str {
+        let id = id as usize;
+        let start = if id == 0 {
+            0
+        } else {
+            self.ends[id - 1] as usize
+        };
+        &self.text[start..self.ends[id] as usize]
+    }
+}
+
+/// Builds a [`Strings`].
+struct StringsBuilder<'a> {
+    ids: HashMap<&'a str, u32>,
+    text: String,
+    ends: Vec<u32>,
+}
+
+impl<'a> StringsBuilder<'a> {
+    fn new() -> Self {
+        let mut b = StringsBuilder {
+            ids: HashMap::new(),
+            text: String::new(),
+            ends: Vec::new(),
+        };
+        b.id("");
+        b
+    }
+
+    fn id(&mut self, s: &'a str) -> u32 {
+        if let Some(&id) = self.ids.get(s) {
+            return id;
+        }
+        self.text.push_str(s);
+        self.ends
+            .push(u32::try_from(self.text.len()).expect("a set's distinct strings fit in 4 GiB"));
+        let id = (self.ends.len() - 1) as u32;
+        self.ids.insert(s, id);
+        id
+    }
+
+    fn build(self) -> Strings {
+        let mut text = self.text;
+        text.shrink_to_fit();
+        let mut ends = self.ends;
+        ends.shrink_to_fit();
+        Strings { text, ends }
+    }
+}
+
+/// The set's pods, one entry per distinct pod (everything but the container), column by
+/// column: string ids into the set's [`Strings`], shared maps and lists.
+#[derive(Debug, Default)]
+struct Pods {
+    /// cluster, node, controller, controller kind, namespace, pod, provider id.
+    strings: Vec<[u32; 7]>,
+    services: Vec<Arc<Vec<String>>>,
+    /// labels, annotations, namespace labels, namespace annotations.
+    maps: Vec<[Arc<Map>; 4]>,
 }
 
 /// Hashes and compares properties as if their container were empty: one key per pod.
@@ -185,11 +271,131 @@ impl Hash for PodKey<'_> {
 }
 
 /// OpenCost's name of an unaggregated allocation.
-fn derived_name(p: &AllocationProperties, container: &str) -> String {
+fn derived_name(p: &impl Props) -> String {
     format!(
-        "{}/{}/{}/{}/{container}",
-        p.cluster, p.node, p.namespace, p.pod
+        "{}/{}/{}/{}/{}",
+        p.cluster(),
+        p.node(),
+        p.namespace(),
+        p.pod(),
+        p.container()
     )
+}
+
+/// One column of numbers: every row's value, or (for columns most rows leave at zero) the
+/// rows that are not zero and their values.
+#[derive(Debug)]
+enum Column {
+    Dense(Box<[f64]>),
+    Sparse {
+        rows: Box<[u32]>,
+        values: Box<[f64]>,
+    },
+}
+
+impl Column {
+    fn get(&self, i: usize) -> f64 {
+        match self {
+            Column::Dense(v) => v[i],
+            Column::Sparse { rows, values } => {
+                rows.binary_search(&(i as u32)).map_or(0.0, |k| values[k])
+            }
+        }
+    }
+
+    fn bytes(&self) -> usize {
+        match self {
+            Column::Dense(v) => v.len() * 8,
+            Column::Sparse { rows, .. } => rows.len() * 12,
+        }
+    }
+}
+
+/// A pod and container of a loaded set, read as properties (what filters, keys and sharing
+/// test).
+#[derive(Clone, Copy)]
+pub struct PodRow<'a> {
+    set: &'a AllocationColumns,
+    pod: u32,
+    container: u32,
+}
+
+impl<'a> PodRow<'a> {
+    /// The node, borrowed from the set rather than from this view.
+    pub fn node_name(&self) -> &'a str {
+        let set: &'a AllocationColumns = self.set;
+        set.strings.get(set.pods.strings[self.pod as usize][1])
+    }
+
+    fn string(&self, k: usize) -> &str {
+        self.set
+            .strings
+            .get(self.set.pods.strings[self.pod as usize][k])
+    }
+    fn map(&self, k: usize) -> &Map {
+        &self.set.pods.maps[self.pod as usize][k]
+    }
+
+    /// The properties as one struct.
+    pub fn to_props(&self) -> AllocationProperties {
+        AllocationProperties {
+            cluster: self.cluster().to_string(),
+            node: self.node().to_string(),
+            container: self.container().to_string(),
+            controller: self.controller().to_string(),
+            controller_kind: self.controller_kind().to_string(),
+            namespace: self.namespace().to_string(),
+            pod: self.pod().to_string(),
+            services: self.services().to_vec(),
+            provider_id: self.provider_id().to_string(),
+            labels: self.labels().clone(),
+            annotations: self.annotations().clone(),
+            namespace_labels: self.namespace_labels().clone(),
+            namespace_annotations: self.namespace_annotations().clone(),
+        }
+    }
+}
+
+impl Props for PodRow<'_> {
+    fn cluster(&self) -> &str {
+        self.string(0)
+    }
+    fn node(&self) -> &str {
+        self.string(1)
+    }
+    fn container(&self) -> &str {
+        self.set.strings.get(self.container)
+    }
+    fn controller(&self) -> &str {
+        self.string(2)
+    }
+    fn controller_kind(&self) -> &str {
+        self.string(3)
+    }
+    fn namespace(&self) -> &str {
+        self.string(4)
+    }
+    fn pod(&self) -> &str {
+        self.string(5)
+    }
+    fn provider_id(&self) -> &str {
+        self.string(6)
+    }
+    fn services(&self) -> &[String] {
+        &self.set.pods.services[self.pod as usize]
+    }
+    fn labels(&self) -> &Map {
+        self.map(0)
+    }
+    fn annotations(&self) -> &Map {
+        self.map(1)
+    }
+    fn namespace_labels(&self) -> &Map {
+        self.map(2)
+    }
+    fn namespace_annotations(&self) -> &Map {
+        self.map(3)
+    }
 }
 
 /// One loaded allocation set, column by column. Immutable once built.
@@ -202,10 +408,11 @@ pub struct AllocationColumns {
     /// How far the set's data reaches.
     pub data_end: DateTime<Utc>,
     len: usize,
-    pods: Vec<Arc<AllocationProperties>>,
-    containers: Vec<Box<str>>,
+    strings: Strings,
+    pods: Pods,
     times: Vec<Times>,
     row_pod: Vec<u32>,
+    /// String id of each row's container.
     row_container: Vec<u32>,
     row_times: Vec<u32>,
     /// Rows whose name is not the derived one, by row.
@@ -215,19 +422,18 @@ pub struct AllocationColumns {
     /// Rows with volumes, load balancers or shared-cost breakdowns, by row.
     extras: Vec<(u32, Box<Extras>)>,
     /// The columns that are not all (positive) zero: (number index, values).
-    numbers: Vec<(usize, Box<[f64]>)>,
+    numbers: Vec<(usize, Column)>,
     /// Query results computed on this set, kept while the set lives (see `query`).
     pub cache: SetCache,
 }
 
 impl AllocationColumns {
-    /// Builds the columns of `set`, interning its pods in `interner`.
+    /// Builds the columns of `set`, sharing its pods' maps and lists through `interner`.
     pub fn from_set(set: AllocationSet, interner: &PodInterner) -> Self {
         let len = set.allocations.len();
+        let mut strings = StringsBuilder::new();
         let mut pod_ids: HashMap<PodKey<'_>, u32> = HashMap::new();
-        let mut pods: Vec<AllocationProperties> = Vec::new();
-        let mut container_ids: HashMap<&str, u32> = HashMap::new();
-        let mut containers: Vec<Box<str>> = Vec::new();
+        let mut pods = Pods::default();
         let mut time_ids: HashMap<Times, u32> = HashMap::new();
         let mut times = Vec::new();
         let (mut row_pod, mut row_container, mut row_times) = (
@@ -239,25 +445,37 @@ impl AllocationColumns {
         let mut idle = Vec::new();
         let mut extras = Vec::new();
         let mut columns: Vec<Vec<f64>> = (0..NUMBERS).map(|_| Vec::with_capacity(len)).collect();
-        for (i, a) in set.allocations.iter().enumerate() {
-            let row = u32::try_from(i).expect("a set holds fewer than 2^32 rows");
-            let next = pods.len() as u32;
-            let pod = *pod_ids.entry(PodKey(&a.properties)).or_insert_with(|| {
-                pods.push(AllocationProperties {
-                    container: String::new(),
-                    ..a.properties.clone()
-                });
-                next
-            });
-            row_pod.push(pod);
-            let next = containers.len() as u32;
-            let c = *container_ids
-                .entry(a.properties.container.as_str())
-                .or_insert_with(|| {
-                    containers.push(a.properties.container.as_str().into());
+        {
+            let mut shared = interner.inner.lock().unwrap_or_else(|p| p.into_inner());
+            shared.sweep();
+            for a in &set.allocations {
+                let p = &a.properties;
+                let next = pods.strings.len() as u32;
+                let pod = *pod_ids.entry(PodKey(p)).or_insert_with(|| {
+                    pods.strings.push([
+                        strings.id(&p.cluster),
+                        strings.id(&p.node),
+                        strings.id(&p.controller),
+                        strings.id(&p.controller_kind),
+                        strings.id(&p.namespace),
+                        strings.id(&p.pod),
+                        strings.id(&p.provider_id),
+                    ]);
+                    pods.services.push(shared.list(&p.services));
+                    pods.maps.push([
+                        shared.map(&p.labels),
+                        shared.map(&p.annotations),
+                        shared.map(&p.namespace_labels),
+                        shared.map(&p.namespace_annotations),
+                    ]);
                     next
                 });
-            row_container.push(c);
+                row_pod.push(pod);
+                row_container.push(strings.id(&p.container));
+            }
+        }
+        for (i, a) in set.allocations.iter().enumerate() {
+            let row = u32::try_from(i).expect("a set holds fewer than 2^32 rows");
             let t = Times {
                 window: a.window,
                 start: a.start,
@@ -268,7 +486,7 @@ impl AllocationColumns {
                 times.push(t);
                 next
             }));
-            if a.name != derived_name(&a.properties, &a.properties.container) {
+            if a.name != derived_name(&a.properties) {
                 names.push((row, a.name.as_str().into()));
             }
             if a.is_idle() {
@@ -294,18 +512,44 @@ impl AllocationColumns {
         let numbers = columns
             .into_iter()
             .enumerate()
-            .filter(|(_, c)| c.iter().any(|v| v.to_bits() != 0))
-            .map(|(k, c)| (k, c.into_boxed_slice()))
+            .filter_map(|(k, c)| {
+                // Positive zero is what an absent value reads as; anything else is kept, to
+                // the bit (a -0.0 included).
+                let set: Vec<u32> = (0..c.len() as u32)
+                    .filter(|&i| c[i as usize].to_bits() != 0)
+                    .collect();
+                if set.is_empty() {
+                    None
+                } else if set.len() * 12 < c.len() * 8 {
+                    let values = set.iter().map(|&i| c[i as usize]).collect();
+                    Some((
+                        k,
+                        Column::Sparse {
+                            rows: set.into_boxed_slice(),
+                            values,
+                        },
+                    ))
+                } else {
+                    Some((k, Column::Dense(c.into_boxed_slice())))
+                }
+            })
             .collect();
+        let strings = strings.build();
         drop(pod_ids);
-        drop(container_ids);
+        pods.strings.shrink_to_fit();
+        pods.services.shrink_to_fit();
+        pods.maps.shrink_to_fit();
+        times.shrink_to_fit();
+        names.shrink_to_fit();
+        idle.shrink_to_fit();
+        extras.shrink_to_fit();
         AllocationColumns {
             window: set.window,
             resolution: set.resolution,
             data_end: set.data_end,
             len,
-            pods: interner.intern(pods),
-            containers,
+            strings,
+            pods,
             times,
             row_pod,
             row_container,
@@ -314,7 +558,7 @@ impl AllocationColumns {
             idle,
             extras,
             numbers,
-            cache: Default::default(),
+            cache: SetCache::default(),
         }
     }
 
@@ -333,44 +577,40 @@ impl AllocationColumns {
         &self.idle
     }
 
-    /// Row `i`'s pod id: rows of one pod share it (it indexes [`Self::pod`]).
+    /// Row `i`'s pod id: rows of one pod share it.
     pub fn pod_id(&self, i: usize) -> u32 {
         self.row_pod[i]
     }
 
-    /// Row `i`'s container id (it indexes [`Self::container`]).
+    /// Row `i`'s container id.
     pub fn container_id(&self, i: usize) -> u32 {
         self.row_container[i]
     }
 
     /// How many distinct pods the set holds.
     pub fn pod_count(&self) -> usize {
-        self.pods.len()
+        self.pods.strings.len()
     }
 
-    /// How many distinct containers the set holds.
-    pub fn container_count(&self) -> usize {
-        self.containers.len()
+    /// Pod `pod` with container `container`, read as properties.
+    pub fn props(&self, pod: u32, container: u32) -> PodRow<'_> {
+        PodRow {
+            set: self,
+            pod,
+            container,
+        }
     }
 
-    /// The properties of pod `id`, container cleared.
-    pub fn pod(&self, id: u32) -> &AllocationProperties {
-        &self.pods[id as usize]
-    }
-
-    /// Container `id`.
-    pub fn container(&self, id: u32) -> &str {
-        &self.containers[id as usize]
+    /// Row `i`'s properties.
+    pub fn row_props(&self, i: usize) -> PodRow<'_> {
+        self.props(self.row_pod[i], self.row_container[i])
     }
 
     /// Row `i`'s name.
     pub fn name(&self, i: usize) -> String {
         match self.names.binary_search_by_key(&(i as u32), |(r, _)| *r) {
             Ok(k) => self.names[k].1.to_string(),
-            Err(_) => derived_name(
-                self.pod(self.row_pod[i]),
-                self.container(self.row_container[i]),
-            ),
+            Err(_) => derived_name(&self.row_props(i)),
         }
     }
 
@@ -380,7 +620,7 @@ impl AllocationColumns {
     pub fn load_values(&self, i: usize, into: &mut Allocation) {
         let mut v = [0.0; NUMBERS];
         for (k, col) in &self.numbers {
-            v[*k] = col[i];
+            v[*k] = col.get(i);
         }
         set_numbers(into, &v);
         let t = self.times[self.row_times[i] as usize];
@@ -407,10 +647,7 @@ impl AllocationColumns {
     pub fn row(&self, i: usize) -> Allocation {
         let mut a = Allocation {
             name: self.name(i),
-            properties: AllocationProperties {
-                container: self.container(self.row_container[i]).to_string(),
-                ..self.pod(self.row_pod[i]).clone()
-            },
+            properties: self.row_props(i).to_props(),
             ..Allocation::default()
         };
         self.load_values(i, &mut a);
@@ -432,13 +669,26 @@ impl AllocationColumns {
         self.idle.binary_search(&(i as u32)).is_ok()
     }
 
-    /// Approximate bytes held by the columns (not the shared pods).
+    /// Approximate bytes the set holds (the shared maps and lists not counted).
     pub fn heap_bytes(&self) -> usize {
         self.len * 12
-            + self.numbers.len() * self.len * 8
+            + self.numbers.iter().map(|(_, c)| c.bytes()).sum::<usize>()
+            + self.strings.text.len()
+            + self.strings.ends.len() * 4
+            + self.pods.strings.len() * (28 + 8 + 32)
+            + self.times.len() * std::mem::size_of::<Times>()
             + self.names.iter().map(|(_, n)| n.len() + 24).sum::<usize>()
-            + self.extras.len() * (std::mem::size_of::<Extras>() + 64)
-            + self.pods.len() * 8
+            + self.extras.len() * (std::mem::size_of::<Extras>() + 160)
+    }
+
+    /// How many number columns the set keeps dense and sparse (the others are all zero).
+    pub fn column_counts(&self) -> (usize, usize) {
+        let dense = self
+            .numbers
+            .iter()
+            .filter(|(_, c)| matches!(c, Column::Dense(_)))
+            .count();
+        (dense, self.numbers.len() - dense)
     }
 }
 
@@ -544,7 +794,7 @@ mod tests {
         let s = Utc.with_ymd_and_hms(2026, 11, 20, 0, 0, 0).unwrap();
         let w = Window::new(s, s + chrono::Duration::days(1));
         let row = |p: AllocationProperties, cost: f64| {
-            let name = derived_name(&p, &p.container);
+            let name = derived_name(&p);
             Allocation {
                 name,
                 properties: p,
@@ -605,20 +855,40 @@ mod tests {
         assert!(c.is_idle(3) && !c.is_idle(0));
         // Only the columns with a value are kept: cpu cost, core hours, the -0.0 RAM cost.
         assert_eq!(c.numbers.len(), 3);
+        assert_eq!(c.row_props(1).container(), "side");
+        assert_eq!(c.row_props(1).labels()["app"], "web");
         assert_eq!(c.names.len(), 1, "only the idle row's name is not derived");
     }
 
     #[test]
-    fn sets_naming_the_same_pod_share_its_properties() {
+    fn sets_naming_the_same_pods_share_their_maps() {
         let interner = PodInterner::default();
         let a = AllocationColumns::from_set(set(), &interner);
         let b = AllocationColumns::from_set(set(), &interner);
-        assert!(Arc::ptr_eq(&a.pods[0], &b.pods[0]));
-        assert_eq!(interner.len(), 3);
+        assert!(Arc::ptr_eq(&a.pods.maps[0][0], &b.pods.maps[0][0]));
+        assert!(Arc::ptr_eq(&a.pods.services[0], &b.pods.services[1]));
+        // Maps: {app: web} and the empty one; lists: [svc] and the empty one.
+        assert_eq!(interner.len(), 4);
         drop((a, b));
-        // Swept once the table has grown past what it held: nothing holds these any more.
         let mut t = interner.inner.lock().unwrap();
-        t.pods.retain(|p| Arc::strong_count(p) > 1);
-        assert!(t.pods.is_empty());
+        t.swept_at = 0;
+        t.maps.retain(|m| Arc::strong_count(m) > 1);
+        assert!(t.maps.is_empty(), "nothing holds them any more");
+    }
+
+    #[test]
+    fn mostly_zero_columns_keep_only_their_values() {
+        let interner = PodInterner::default();
+        let mut s = set();
+        for _ in 0..5 {
+            s.allocations.extend(s.allocations.clone());
+        }
+        s.allocations[7].gpu_cost = 1.5;
+        let c = AllocationColumns::from_set(s.clone(), &interner);
+        assert_eq!(c.to_set(), s);
+        let (_, sparse) = c.column_counts();
+        assert!(sparse >= 1, "the one GPU cost is kept sparse");
+        assert_eq!(c.row(7).gpu_cost, 1.5);
+        assert_eq!(c.row(8).gpu_cost, 0.0);
     }
 }

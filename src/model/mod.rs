@@ -6,7 +6,7 @@ pub mod columns;
 mod window;
 
 pub use allocation::{
-    Allocation, AllocationProperties, AllocationSet, IDLE, LbAllocation, PvAllocation,
+    Allocation, AllocationProperties, AllocationSet, IDLE, LbAllocation, Props, PvAllocation,
     SharedCostBreakdown, UNALLOCATED, UNMOUNTED,
 };
 pub use asset::{Asset, AssetSet, Breakdown};

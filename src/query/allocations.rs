@@ -18,7 +18,6 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 
-use super::filter::{Field, Row, Value};
 use super::{
     AggregateBy, AllocationQuery, AllocationResult, CANCEL_CHECK_ROWS, Cancelled, Cost, CostMetric,
     ENCODE_WEIGHT, ShareSplit, Sharing, rank_and_page, share,
@@ -37,21 +36,6 @@ type Reduced = Vec<(String, Allocation)>;
 /// Reductions with more groups than this are not cached (a per-pod answer is as big as the
 /// set; caching it would double the memory of what it answers from).
 const CACHE_MAX_GROUPS: usize = 2_000;
-
-/// A row of a loaded set, as filters and sharing see it: its pod's properties and container.
-struct PodRow<'a> {
-    pod: &'a AllocationProperties,
-    container: &'a str,
-}
-
-impl Row<Field> for PodRow<'_> {
-    fn value(&self, field: &Field) -> Value<'_> {
-        match field {
-            Field::Container => Value::One(self.container),
-            other => self.pod.value(other),
-        }
-    }
-}
 
 /// An aggregate being built, and the (pod, container) last intersected into its properties:
 /// intersecting with the same again changes nothing.
@@ -159,27 +143,17 @@ impl AllocationQuery {
         )
     }
 
-    /// A row's aggregation key from its pod and container.
-    fn key_of(&self, pod: &AllocationProperties, container: &str) -> String {
-        self.aggregate
-            .iter()
-            .map(|g| match g {
-                AggregateBy::Container => AggregateBy::Container.value(&AllocationProperties {
-                    container: container.to_string(),
-                    ..AllocationProperties::default()
-                }),
-                g => g.value(pod),
-            })
-            .collect::<Vec<_>>()
-            .join("/")
-    }
-
     /// Row `i`'s aggregation key.
     fn row_key(&self, set: &AllocationColumns, i: usize) -> String {
         if self.aggregate.is_empty() {
             return set.name(i);
         }
-        self.key_of(set.pod(set.pod_id(i)), set.container(set.container_id(i)))
+        let p = set.row_props(i);
+        self.aggregate
+            .iter()
+            .map(|g| g.value(&p))
+            .collect::<Vec<_>>()
+            .join("/")
     }
 
     fn idle_key(&self, a: &Allocation) -> String {
@@ -291,17 +265,16 @@ impl AllocationQuery {
                 continue;
             }
             let (pod_id, container_id) = (set.pod_id(i), set.container_id(i));
-            let pod = set.pod(pod_id);
-            let container = set.container(container_id);
+            let props = set.props(pod_id, container_id);
             if let Some(sh) = sharing {
-                let shares = *pod_shares[pod_id as usize].get_or_insert_with(|| sh.shares(pod));
+                let shares = *pod_shares[pod_id as usize].get_or_insert_with(|| sh.shares(&props));
                 if shares {
                     let key = self.row_key(set, i);
                     match shared.get_mut(&key) {
                         Some(s) => {
                             set.load_values(i, &mut row);
                             s.add_values(&row);
-                            s.properties.intersect_with(pod, container);
+                            s.properties.intersect(&props);
                         }
                         None => {
                             let s = self.start_aggregate(set.row(i), &key);
@@ -319,13 +292,10 @@ impl AllocationQuery {
                     base_keys.insert(self.row_key(set, i));
                 }
             }
-            let pass = self
-                .filter
-                .as_ref()
-                .is_none_or(|f| f.matches(&PodRow { pod, container }));
+            let pass = self.filter.as_ref().is_none_or(|f| f.matches(&props));
             if self.filter.is_some() {
                 set.load_values(i, &mut row);
-                let e = kept.entry(pod.node.as_str()).or_default();
+                let e = kept.entry(props.node_name()).or_default();
                 e[2] += row.cpu_cost;
                 e[3] += row.ram_cost;
                 if !pass {
@@ -366,7 +336,7 @@ impl AllocationQuery {
             set.load_values(i, &mut row);
             group.agg.add_values(&row);
             if group.last != (pod_id, container_id) {
-                group.agg.properties.intersect_with(pod, container);
+                group.agg.properties.intersect(&props);
                 group.last = (pod_id, container_id);
             }
         }

@@ -7,7 +7,7 @@
 //! fields ([`FilterField`]: [`Field`] for allocations, [`AssetField`] for assets) and says how
 //! a row reads each field ([`Row`]). A field of the other target is refused by name.
 
-use crate::model::{AllocationProperties, Asset};
+use crate::model::{AllocationProperties, Asset, Props};
 
 /// A parsed filter over fields `F` (allocation fields unless said otherwise).
 #[derive(Clone, Debug, PartialEq)]
@@ -196,19 +196,19 @@ pub trait Row<F> {
     fn value(&self, field: &F) -> Value<'_>;
 }
 
-impl Row<Field> for AllocationProperties {
+impl<P: Props> Row<Field> for P {
     fn value(&self, field: &Field) -> Value<'_> {
         Value::One(match field {
-            Field::Cluster => &self.cluster,
-            Field::Node => &self.node,
-            Field::Namespace => &self.namespace,
-            Field::ControllerName => &self.controller,
-            Field::ControllerKind => &self.controller_kind,
-            Field::Container => &self.container,
-            Field::Pod => &self.pod,
-            Field::Label(k) => self.labels.get(k).map_or("", String::as_str),
-            Field::Annotation(k) => self.annotations.get(k).map_or("", String::as_str),
-            Field::Services => return Value::AnyOf(&self.services),
+            Field::Cluster => self.cluster(),
+            Field::Node => self.node(),
+            Field::Namespace => self.namespace(),
+            Field::ControllerName => self.controller(),
+            Field::ControllerKind => self.controller_kind(),
+            Field::Container => self.container(),
+            Field::Pod => self.pod(),
+            Field::Label(k) => self.labels().get(k).map_or("", String::as_str),
+            Field::Annotation(k) => self.annotations().get(k).map_or("", String::as_str),
+            Field::Services => return Value::AnyOf(self.services()),
         })
     }
 }

@@ -16,7 +16,7 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 
-use crate::model::{Allocation, AllocationProperties, Resolution, UNALLOCATED, Window};
+use crate::model::{Allocation, Props, Resolution, UNALLOCATED, Window};
 use filter::Filter;
 
 /// A bad query parameter: answered with HTTP 400 naming the parameter.
@@ -131,7 +131,7 @@ impl AggregateBy {
     }
 
     /// The key part and the property it sets on the aggregate.
-    fn value(&self, p: &AllocationProperties) -> String {
+    fn value(&self, p: &impl Props) -> String {
         let or_unallocated = |s: &str| {
             if s.is_empty() {
                 UNALLOCATED.to_string()
@@ -140,28 +140,28 @@ impl AggregateBy {
             }
         };
         match self {
-            AggregateBy::Cluster => or_unallocated(&p.cluster),
-            AggregateBy::Node => or_unallocated(&p.node),
-            AggregateBy::Namespace => or_unallocated(&p.namespace),
-            AggregateBy::ControllerKind => or_unallocated(&p.controller_kind),
-            AggregateBy::Controller if p.controller.is_empty() => UNALLOCATED.to_string(),
-            AggregateBy::Controller => format!("{}:{}", p.controller_kind, p.controller),
-            AggregateBy::ControllerOfKind(k) if p.controller_kind == *k => {
-                or_unallocated(&p.controller)
+            AggregateBy::Cluster => or_unallocated(p.cluster()),
+            AggregateBy::Node => or_unallocated(p.node()),
+            AggregateBy::Namespace => or_unallocated(p.namespace()),
+            AggregateBy::ControllerKind => or_unallocated(p.controller_kind()),
+            AggregateBy::Controller if p.controller().is_empty() => UNALLOCATED.to_string(),
+            AggregateBy::Controller => format!("{}:{}", p.controller_kind(), p.controller()),
+            AggregateBy::ControllerOfKind(k) if p.controller_kind() == *k => {
+                or_unallocated(p.controller())
             }
             AggregateBy::ControllerOfKind(_) => UNALLOCATED.to_string(),
-            AggregateBy::Pod => or_unallocated(&p.pod),
-            AggregateBy::Container => or_unallocated(&p.container),
+            AggregateBy::Pod => or_unallocated(p.pod()),
+            AggregateBy::Container => or_unallocated(p.container()),
             AggregateBy::Service => p
-                .services
+                .services()
                 .first()
                 .map_or(UNALLOCATED.to_string(), Clone::clone),
             AggregateBy::Label(k) => p
-                .labels
+                .labels()
                 .get(k)
                 .map_or(UNALLOCATED.to_string(), Clone::clone),
             AggregateBy::Annotation(k) => p
-                .annotations
+                .annotations()
                 .get(k)
                 .map_or(UNALLOCATED.to_string(), Clone::clone),
             AggregateBy::All => String::new(),

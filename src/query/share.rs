@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 
 use super::{HOURS_PER_MONTH, ParamError, bad, filter};
-use crate::model::AllocationProperties;
+use crate::model::Props;
 
 /// Name of the fixed shared cost in `sharedCostBreakdown` (OpenCost's `__shared__`).
 pub(super) const SHARED: &str = "__shared__";
@@ -104,12 +104,12 @@ impl Sharing {
     }
 
     /// Whether an allocation with these properties is shared.
-    pub fn shares(&self, p: &AllocationProperties) -> bool {
-        self.namespaces.contains(&p.namespace)
+    pub fn shares(&self, p: &impl Props) -> bool {
+        self.namespaces.iter().any(|n| n == p.namespace())
             || self
                 .labels
                 .iter()
-                .any(|(k, v)| p.labels.get(k).is_some_and(|have| have == v))
+                .any(|(k, v)| p.labels().get(k).is_some_and(|have| have == v))
     }
 
     /// The fixed cost shared over `hours`.
