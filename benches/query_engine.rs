@@ -216,6 +216,27 @@ fn main() {
     let load_time = t.elapsed();
     let rss = rss_kib("VmRSS:");
     let columns: usize = snap.allocations.values().map(|s| s.heap_bytes()).sum();
+    let mut parts: BTreeMap<&str, usize> = BTreeMap::new();
+    let (mut dense, mut sparse) = (0, 0);
+    for s in snap.allocations.values() {
+        for (part, b) in s.memory() {
+            *parts.entry(part).or_default() += b;
+        }
+        let (d, sp) = s.column_counts();
+        dense += d;
+        sparse += sp;
+    }
+    let sets = snap.allocations.len().max(1);
+    println!(
+        "number columns per set: {:.1} dense, {:.1} sparse; per allocation: {}",
+        dense as f64 / sets as f64,
+        sparse as f64 / sets as f64,
+        parts
+            .iter()
+            .map(|(p, b)| format!("{p} {:.0} B", *b as f64 / rows as f64))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     println!(
         "columns hold {:.0} MiB ({:.0} B per allocation); {} distinct pods interned",
         columns as f64 / (1 << 20) as f64,

@@ -91,12 +91,37 @@ struct Times {
     end: Option<DateTime<Utc>>,
 }
 
-/// What few rows hold: volumes, load balancers, shared-cost breakdowns.
-#[derive(Clone, Debug, Default, PartialEq)]
-struct Extras {
-    pvs: BTreeMap<String, PvAllocation>,
-    lb_allocations: BTreeMap<String, LbAllocation>,
-    shared_cost_breakdown: BTreeMap<String, SharedCostBreakdown>,
+/// One volume's share in a row (`pvs`), its strings as ids of the set's strings.
+#[derive(Clone, Copy, Debug)]
+struct PvEntry {
+    row: u32,
+    key: u32,
+    provider_id: u32,
+    byte_hours: f64,
+    cost: f64,
+}
+
+/// One load balancer's share in a row (`lbAllocations`).
+#[derive(Clone, Copy, Debug)]
+struct LbEntry {
+    row: u32,
+    key: u32,
+    service: u32,
+    ip: u32,
+    private: bool,
+    cost: f64,
+    hours: f64,
+}
+
+/// A pod's metadata: its service list and label and annotation maps, shared by every pod (of
+/// any set) that has the same.
+#[derive(Debug, Default, PartialEq, Eq, Hash)]
+struct PodMeta {
+    services: Vec<String>,
+    labels: Map,
+    annotations: Map,
+    namespace_labels: Map,
+    namespace_annotations: Map,
 }
 
 type Map = BTreeMap<String, String>;
@@ -111,39 +136,33 @@ pub struct PodInterner {
 
 #[derive(Debug, Default)]
 struct InternTable {
-    maps: HashSet<Arc<Map>>,
-    lists: HashSet<Arc<Vec<String>>>,
+    metas: HashSet<Arc<PodMeta>>,
     swept_at: usize,
 }
 
 impl InternTable {
     fn sweep(&mut self) {
-        let held = self.maps.len() + self.lists.len();
+        let held = self.metas.len();
         if held > 1024 && held >= 2 * self.swept_at {
-            self.maps.retain(|m| Arc::strong_count(m) > 1);
-            self.lists.retain(|l| Arc::strong_count(l) > 1);
-            self.swept_at = self.maps.len() + self.lists.len();
+            self.metas.retain(|m| Arc::strong_count(m) > 1);
+            self.swept_at = self.metas.len();
         }
     }
 
-    fn map(&mut self, m: &Map) -> Arc<Map> {
-        match self.maps.get(m) {
+    fn meta(&mut self, p: &AllocationProperties) -> Arc<PodMeta> {
+        let m = PodMeta {
+            services: p.services.clone(),
+            labels: p.labels.clone(),
+            annotations: p.annotations.clone(),
+            namespace_labels: p.namespace_labels.clone(),
+            namespace_annotations: p.namespace_annotations.clone(),
+        };
+        match self.metas.get(&m) {
             Some(shared) => shared.clone(),
             None => {
-                let m = Arc::new(m.clone());
-                self.maps.insert(m.clone());
+                let m = Arc::new(m);
+                self.metas.insert(m.clone());
                 m
-            }
-        }
-    }
-
-    fn list(&mut self, l: &Vec<String>) -> Arc<Vec<String>> {
-        match self.lists.get(l) {
-            Some(shared) => shared.clone(),
-            None => {
-                let l = Arc::new(l.clone());
-                self.lists.insert(l.clone());
-                l
             }
         }
     }
@@ -158,8 +177,11 @@ impl PodInterner {
 
     /// Distinct maps and lists held (for tests and benches).
     pub fn len(&self) -> usize {
-        let t = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        t.maps.len() + t.lists.len()
+        self.inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .metas
+            .len()
     }
 
     /// Whether nothing is held.
@@ -232,9 +254,7 @@ impl<'a> StringsBuilder<'a> {
 struct Pods {
     /// cluster, node, controller, controller kind, namespace, pod, provider id.
     strings: Vec<[u32; 7]>,
-    services: Vec<Arc<Vec<String>>>,
-    /// labels, annotations, namespace labels, namespace annotations.
-    maps: Vec<[Arc<Map>; 4]>,
+    meta: Vec<Arc<PodMeta>>,
 }
 
 /// Hashes and compares properties as if their container were empty: one key per pod.
@@ -332,8 +352,8 @@ impl<'a> PodRow<'a> {
             .strings
             .get(self.set.pods.strings[self.pod as usize][k])
     }
-    fn map(&self, k: usize) -> &Map {
-        &self.set.pods.maps[self.pod as usize][k]
+    fn meta(&self) -> &PodMeta {
+        &self.set.pods.meta[self.pod as usize]
     }
 
     /// The properties as one struct.
@@ -382,19 +402,19 @@ impl Props for PodRow<'_> {
         self.string(6)
     }
     fn services(&self) -> &[String] {
-        &self.set.pods.services[self.pod as usize]
+        &self.meta().services
     }
     fn labels(&self) -> &Map {
-        self.map(0)
+        &self.meta().labels
     }
     fn annotations(&self) -> &Map {
-        self.map(1)
+        &self.meta().annotations
     }
     fn namespace_labels(&self) -> &Map {
-        self.map(2)
+        &self.meta().namespace_labels
     }
     fn namespace_annotations(&self) -> &Map {
-        self.map(3)
+        &self.meta().namespace_annotations
     }
 }
 
@@ -419,8 +439,12 @@ pub struct AllocationColumns {
     names: Vec<(u32, Box<str>)>,
     /// Rows that are idle allocations, ascending.
     idle: Vec<u32>,
-    /// Rows with volumes, load balancers or shared-cost breakdowns, by row.
-    extras: Vec<(u32, Box<Extras>)>,
+    /// Rows' volumes, by row then key.
+    pvs: Vec<PvEntry>,
+    /// Rows' load balancers, by row then key.
+    lbs: Vec<LbEntry>,
+    /// Rows' shared-cost breakdowns (stored sets have none; kept for exactness), by row.
+    breakdowns: Vec<(u32, BTreeMap<String, SharedCostBreakdown>)>,
     /// The columns that are not all (positive) zero: (number index, values).
     numbers: Vec<(usize, Column)>,
     /// Query results computed on this set, kept while the set lives (see `query`).
@@ -443,7 +467,7 @@ impl AllocationColumns {
         );
         let mut names = Vec::new();
         let mut idle = Vec::new();
-        let mut extras = Vec::new();
+        let (mut pvs, mut lbs, mut breakdowns) = (Vec::new(), Vec::new(), Vec::new());
         let mut columns: Vec<Vec<f64>> = (0..NUMBERS).map(|_| Vec::with_capacity(len)).collect();
         {
             let mut shared = interner.inner.lock().unwrap_or_else(|p| p.into_inner());
@@ -461,13 +485,7 @@ impl AllocationColumns {
                         strings.id(&p.pod),
                         strings.id(&p.provider_id),
                     ]);
-                    pods.services.push(shared.list(&p.services));
-                    pods.maps.push([
-                        shared.map(&p.labels),
-                        shared.map(&p.annotations),
-                        shared.map(&p.namespace_labels),
-                        shared.map(&p.namespace_annotations),
-                    ]);
+                    pods.meta.push(shared.meta(p));
                     next
                 });
                 row_pod.push(pod);
@@ -492,18 +510,28 @@ impl AllocationColumns {
             if a.is_idle() {
                 idle.push(row);
             }
-            if !(a.pvs.is_empty()
-                && a.lb_allocations.is_empty()
-                && a.shared_cost_breakdown.is_empty())
-            {
-                extras.push((
+            for (k, pv) in &a.pvs {
+                pvs.push(PvEntry {
                     row,
-                    Box::new(Extras {
-                        pvs: a.pvs.clone(),
-                        lb_allocations: a.lb_allocations.clone(),
-                        shared_cost_breakdown: a.shared_cost_breakdown.clone(),
-                    }),
-                ));
+                    key: strings.id(k),
+                    provider_id: strings.id(&pv.provider_id),
+                    byte_hours: pv.byte_hours,
+                    cost: pv.cost,
+                });
+            }
+            for (k, lb) in &a.lb_allocations {
+                lbs.push(LbEntry {
+                    row,
+                    key: strings.id(k),
+                    service: strings.id(&lb.service),
+                    ip: strings.id(&lb.ip),
+                    private: lb.private,
+                    cost: lb.cost,
+                    hours: lb.hours,
+                });
+            }
+            if !a.shared_cost_breakdown.is_empty() {
+                breakdowns.push((row, a.shared_cost_breakdown.clone()));
             }
             for (col, v) in columns.iter_mut().zip(numbers_of(a)) {
                 col.push(v);
@@ -537,12 +565,13 @@ impl AllocationColumns {
         let strings = strings.build();
         drop(pod_ids);
         pods.strings.shrink_to_fit();
-        pods.services.shrink_to_fit();
-        pods.maps.shrink_to_fit();
+        pods.meta.shrink_to_fit();
         times.shrink_to_fit();
         names.shrink_to_fit();
         idle.shrink_to_fit();
-        extras.shrink_to_fit();
+        pvs.shrink_to_fit();
+        lbs.shrink_to_fit();
+        breakdowns.shrink_to_fit();
         AllocationColumns {
             window: set.window,
             resolution: set.resolution,
@@ -556,7 +585,9 @@ impl AllocationColumns {
             row_times,
             names,
             idle,
-            extras,
+            pvs,
+            lbs,
+            breakdowns,
             numbers,
             cache: SetCache::default(),
         }
@@ -627,19 +658,36 @@ impl AllocationColumns {
         into.window = t.window;
         into.start = t.start;
         into.end = t.end;
-        match self.extras.binary_search_by_key(&(i as u32), |(r, _)| *r) {
-            Ok(k) => {
-                let e = &self.extras[k].1;
-                into.pvs.clone_from(&e.pvs);
-                into.lb_allocations.clone_from(&e.lb_allocations);
-                into.shared_cost_breakdown
-                    .clone_from(&e.shared_cost_breakdown);
-            }
-            Err(_) => {
-                into.pvs.clear();
-                into.lb_allocations.clear();
-                into.shared_cost_breakdown.clear();
-            }
+        let row = i as u32;
+        into.pvs.clear();
+        let from = self.pvs.partition_point(|e| e.row < row);
+        for e in self.pvs[from..].iter().take_while(|e| e.row == row) {
+            into.pvs.insert(
+                self.strings.get(e.key).to_string(),
+                PvAllocation {
+                    byte_hours: e.byte_hours,
+                    cost: e.cost,
+                    provider_id: self.strings.get(e.provider_id).to_string(),
+                },
+            );
+        }
+        into.lb_allocations.clear();
+        let from = self.lbs.partition_point(|e| e.row < row);
+        for e in self.lbs[from..].iter().take_while(|e| e.row == row) {
+            into.lb_allocations.insert(
+                self.strings.get(e.key).to_string(),
+                LbAllocation {
+                    service: self.strings.get(e.service).to_string(),
+                    cost: e.cost,
+                    private: e.private,
+                    ip: self.strings.get(e.ip).to_string(),
+                    hours: e.hours,
+                },
+            );
+        }
+        match self.breakdowns.binary_search_by_key(&row, |(r, _)| *r) {
+            Ok(k) => into.shared_cost_breakdown.clone_from(&self.breakdowns[k].1),
+            Err(_) => into.shared_cost_breakdown.clear(),
         }
     }
 
@@ -669,16 +717,36 @@ impl AllocationColumns {
         self.idle.binary_search(&(i as u32)).is_ok()
     }
 
+    /// Approximate bytes the set holds, by part (the shared maps and lists not counted).
+    pub fn memory(&self) -> [(&'static str, usize); 6] {
+        [
+            ("row ids", self.len * 12),
+            (
+                "numbers",
+                self.numbers.iter().map(|(_, c)| c.bytes()).sum::<usize>(),
+            ),
+            (
+                "strings",
+                self.strings.text.len() + self.strings.ends.len() * 4,
+            ),
+            ("pods", self.pods.strings.len() * (28 + 8)),
+            (
+                "names and times",
+                self.times.len() * std::mem::size_of::<Times>()
+                    + self.names.iter().map(|(_, n)| n.len() + 24).sum::<usize>(),
+            ),
+            (
+                "volumes and load balancers",
+                self.pvs.len() * std::mem::size_of::<PvEntry>()
+                    + self.lbs.len() * std::mem::size_of::<LbEntry>()
+                    + self.breakdowns.len() * 1024,
+            ),
+        ]
+    }
+
     /// Approximate bytes the set holds (the shared maps and lists not counted).
     pub fn heap_bytes(&self) -> usize {
-        self.len * 12
-            + self.numbers.iter().map(|(_, c)| c.bytes()).sum::<usize>()
-            + self.strings.text.len()
-            + self.strings.ends.len() * 4
-            + self.pods.strings.len() * (28 + 8 + 32)
-            + self.times.len() * std::mem::size_of::<Times>()
-            + self.names.iter().map(|(_, n)| n.len() + 24).sum::<usize>()
-            + self.extras.len() * (std::mem::size_of::<Extras>() + 160)
+        self.memory().iter().map(|(_, b)| b).sum()
     }
 
     /// How many number columns the set keeps dense and sparse (the others are all zero).
@@ -865,15 +933,14 @@ mod tests {
         let interner = PodInterner::default();
         let a = AllocationColumns::from_set(set(), &interner);
         let b = AllocationColumns::from_set(set(), &interner);
-        assert!(Arc::ptr_eq(&a.pods.maps[0][0], &b.pods.maps[0][0]));
-        assert!(Arc::ptr_eq(&a.pods.services[0], &b.pods.services[1]));
-        // Maps: {app: web} and the empty one; lists: [svc] and the empty one.
-        assert_eq!(interner.len(), 4);
+        assert!(Arc::ptr_eq(&a.pods.meta[0], &b.pods.meta[0]));
+        assert!(Arc::ptr_eq(&a.pods.meta[0], &b.pods.meta[1]), "p1 and p2");
+        // The pods' metadata and the idle row's (none).
+        assert_eq!(interner.len(), 2);
         drop((a, b));
         let mut t = interner.inner.lock().unwrap();
-        t.swept_at = 0;
-        t.maps.retain(|m| Arc::strong_count(m) > 1);
-        assert!(t.maps.is_empty(), "nothing holds them any more");
+        t.metas.retain(|m| Arc::strong_count(m) > 1);
+        assert!(t.metas.is_empty(), "nothing holds them any more");
     }
 
     #[test]
