@@ -886,6 +886,173 @@ mod tests {
         assert!(job.end - job.start < Duration::hours(1));
     }
 
+    /// A canonical text of everything a window reports: every field written out by hand (floats
+    /// by their bits), so the digest pins the data itself and not some type's `Debug`.
+    fn canonical(cw: &ClusterWindow) -> String {
+        use std::fmt::Write;
+        let t = |d: &DateTime<Utc>| d.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
+        let f = |x: f64| format!("{:016x}", x.to_bits());
+        let m = |b: &BTreeMap<String, String>| format!("{b:?}");
+        let mut s = String::new();
+        let w = &mut s;
+        writeln!(
+            w,
+            "window {} {} data_end {}",
+            t(&cw.window.start),
+            t(&cw.window.end),
+            t(&cw.data_end)
+        )
+        .unwrap();
+        for n in &cw.nodes {
+            assert_eq!(
+                n.cpu_breakdown,
+                Default::default(),
+                "the demo has no breakdowns"
+            );
+            assert_eq!(
+                n.ram_breakdown,
+                Default::default(),
+                "the demo has no breakdowns"
+            );
+            writeln!(
+                w,
+                "node {} {} {} {} {} {} {} {} {} {} {} {} {}",
+                n.name,
+                n.instance_type,
+                n.provider_id,
+                f(n.cpu_cores),
+                f(n.ram_bytes),
+                f(n.cpu_price),
+                f(n.ram_price),
+                f(n.gpu_count),
+                f(n.gpu_price),
+                n.spot,
+                t(&n.start),
+                t(&n.end),
+                m(&n.labels)
+            )
+            .unwrap();
+        }
+        for c in &cw.containers {
+            writeln!(
+                w,
+                "container {} {} {} {} {} {} {} {} {} {} {:?} {} {}",
+                c.namespace,
+                c.pod,
+                c.container,
+                c.node,
+                c.controller,
+                c.controller_kind,
+                m(&c.labels),
+                m(&c.annotations),
+                m(&c.namespace_labels),
+                m(&c.namespace_annotations),
+                c.services,
+                t(&c.start),
+                t(&c.end)
+            )
+            .unwrap();
+            for x in [
+                c.cpu_request_avg,
+                c.cpu_usage_avg,
+                c.cpu_usage_max,
+                c.cpu_limit_avg,
+                c.cpu_core_hours,
+                c.ram_request_avg,
+                c.ram_usage_avg,
+                c.ram_usage_max,
+                c.ram_limit_avg,
+                c.ram_byte_hours,
+                c.gpu_request_avg,
+                c.gpu_usage_avg,
+                c.gpu_hours,
+            ] {
+                write!(w, " {}", f(x)).unwrap();
+            }
+            writeln!(w).unwrap();
+        }
+        for v in &cw.volumes {
+            writeln!(
+                w,
+                "volume {} {} {} {} {} {} {} {} {} {}",
+                v.name,
+                v.provider_id,
+                f(v.bytes),
+                f(v.price),
+                v.storage_class,
+                v.claim_namespace,
+                v.claim_name,
+                f(v.unmounted_hours),
+                t(&v.start),
+                t(&v.end)
+            )
+            .unwrap();
+            for mnt in &v.mounts {
+                writeln!(w, "  mount {} {} {}", mnt.namespace, mnt.pod, f(mnt.hours)).unwrap();
+            }
+        }
+        for lb in &cw.load_balancers {
+            writeln!(
+                w,
+                "lb {} {} {} {} {} {} {:?}",
+                lb.namespace,
+                lb.service,
+                lb.ip,
+                f(lb.price),
+                t(&lb.start),
+                t(&lb.end),
+                lb.pods
+            )
+            .unwrap();
+        }
+        assert!(cw.networks.is_empty(), "the demo has no network data");
+        let e = cw.egress_prices;
+        writeln!(w, "egress {} {} {}", f(e.zone), f(e.region), f(e.internet)).unwrap();
+        assert!(
+            cw.cluster_management.is_none(),
+            "the demo has no cluster management fee"
+        );
+        s
+    }
+
+    /// The demo's output for several sizes and windows is pinned by digest, so a change made for
+    /// speed cannot change the data by accident. A change meant to alter the data updates these
+    /// digests in the same commit and says why.
+    #[test]
+    fn output_is_pinned_by_digest() {
+        use sha2::{Digest, Sha256};
+        let at = |d: u32, h: u32, min: u32| Utc.with_ymd_and_hms(2026, 11, d, h, min, 0).unwrap();
+        // (pods, window start, window end, data end)
+        let cases = [
+            // a whole day
+            (300, at(20, 0, 0), at(21, 0, 0), at(21, 0, 0)),
+            // one hour
+            (1000, at(20, 5, 0), at(20, 6, 0), at(20, 6, 0)),
+            // across midnight (deployments roll), unaligned, cut short by the data's end
+            (1000, at(20, 22, 25), at(21, 3, 10), at(21, 1, 40)),
+            // two days: pods of both rollouts, load balancers select both
+            (3000, at(19, 0, 0), at(21, 0, 0), at(21, 0, 0)),
+            // the smallest cluster, a day still running
+            (5, at(21, 0, 0), at(22, 0, 0), at(21, 13, 17)),
+            // no data yet
+            (300, at(21, 0, 0), at(22, 0, 0), at(20, 12, 0)),
+        ];
+        let expected = [
+            "919797e8c4abdc5a80e8b0c1da807ead4b51d9ec2569b8e8dde93ea4cca08817",
+            "d223b843b190839c0fefa2a5c74df111200d8754dabd3b494541d13a967f1e90",
+            "bb07be4f030933fa386c0449341b346b218390650a423e2b0079d7e294d97f25",
+            "0cf0314874e9bc10310db47c0e0b9338c11ba0c9aeb2b312e6429a6bb25daf7b",
+            "61c7af59c98160f49515fc14d201c062c1f44a336de2f34903f701e7f0a016aa",
+            "6f736fe89f01116ef89f0066528c5f64b5428502320ef64c3bb79783d437eef0",
+        ];
+        let mut got = Vec::new();
+        for (pods, start, end, data_end) in cases {
+            let cw = DemoCluster::new(20240601, pods).compute(Window::new(start, end), data_end);
+            got.push(hex::encode(Sha256::digest(canonical(&cw).as_bytes())));
+        }
+        assert_eq!(got, expected, "the demo's output changed");
+    }
+
     #[test]
     fn deployments_roll_daily() {
         let c = DemoCluster::new(1, 100);
