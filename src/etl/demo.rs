@@ -7,7 +7,7 @@
 //! every node, hourly jobs that run for part of an hour, two load balancers and one orphaned
 //! volume. Usage is constant within an hour and follows a daily curve plus per-hour noise.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use chrono::{DateTime, Duration, DurationRound, Timelike, Utc};
 
@@ -565,8 +565,17 @@ impl DemoCluster {
     pub fn compute(&self, window: Window, data_end: DateTime<Utc>) -> ClusterWindow {
         let end = window.end.min(data_end).max(window.start);
         let effective = Window::new(window.start, end);
-        let mut acc: BTreeMap<(usize, String, usize), (DemoPod, Acc)> = BTreeMap::new();
+        // Each pod's running sums, one `Acc` per container, in the order first seen; found by
+        // name within its workload. (A map keyed by (workload, pod name, container) cost a
+        // string-comparing tree search per container per hour, its log factor growing with the
+        // cluster; the output's order, by workload then pod name, is restored by one sort.)
+        let mut acc: Vec<(DemoPod, Vec<Acc>)> = Vec::new();
+        let mut index: Vec<HashMap<String, usize>> = vec![HashMap::new(); self.workloads.len()];
         let mut lb_pods: BTreeMap<usize, Vec<(String, String)>> = BTreeMap::new();
+        // The pods already listed per load balancer: a pod runs every hour of the window, and a
+        // scan of the list for each of its hours made the window quadratic in the pods a load
+        // balancer selects (a quarter of the cluster's pods select `web`).
+        let mut lb_seen: Vec<HashSet<String>> = vec![HashSet::new(); self.load_balancers.len()];
         let mut mounted: BTreeMap<String, (String, String, Window)> = BTreeMap::new();
         let mut hour = window
             .start
@@ -579,12 +588,15 @@ impl DemoCluster {
                 };
                 let w = &self.workloads[pod.workload];
                 for (li, lb) in self.load_balancers.iter().enumerate() {
-                    if lb.namespace == w.namespace && lb.workload == w.name {
-                        let key = (w.namespace.clone(), pod.name.clone());
-                        let list = lb_pods.entry(li).or_default();
-                        if !list.contains(&key) {
-                            list.push(key);
-                        }
+                    if lb.namespace == w.namespace
+                        && lb.workload == w.name
+                        && !lb_seen[li].contains(&pod.name)
+                    {
+                        lb_seen[li].insert(pod.name.clone());
+                        lb_pods
+                            .entry(li)
+                            .or_default()
+                            .push((w.namespace.clone(), pod.name.clone()));
                     }
                 }
                 if let Some(claim) = &pod.claim {
@@ -598,12 +610,17 @@ impl DemoCluster {
                     }
                 }
                 let minutes = run.minutes();
-                for (ci, c) in w.containers.iter().enumerate() {
+                let slot = match index[pod.workload].get(&pod.name) {
+                    Some(&i) => i,
+                    None => {
+                        index[pod.workload].insert(pod.name.clone(), acc.len());
+                        let sums = w.containers.iter().map(|_| Acc::default()).collect();
+                        acc.push((pod.clone(), sums));
+                        acc.len() - 1
+                    }
+                };
+                for (c, a) in w.containers.iter().zip(acc[slot].1.iter_mut()) {
                     let u = self.usage(&pod, c, hour);
-                    let entry = acc
-                        .entry((pod.workload, pod.name.clone(), ci))
-                        .or_insert_with(|| (pod.clone(), Acc::default()));
-                    let a = &mut entry.1;
                     a.start = Some(a.start.map_or(run.start, |s| s.min(run.start)));
                     a.end = Some(a.end.map_or(run.end, |e| e.max(run.end)));
                     a.minutes += minutes;
@@ -619,12 +636,13 @@ impl DemoCluster {
             }
             hour += Duration::hours(1);
         }
+        drop(index);
+        acc.sort_unstable_by(|(a, _), (b, _)| (a.workload, &a.name).cmp(&(b.workload, &b.name)));
 
-        let containers = acc
-            .into_iter()
-            .map(|((wi, _, ci), (pod, a))| {
-                let w = &self.workloads[wi];
-                let c = &w.containers[ci];
+        let mut containers = Vec::with_capacity(acc.iter().map(|(_, sums)| sums.len()).sum());
+        for (pod, sums) in acc {
+            let w = &self.workloads[pod.workload];
+            for (c, a) in w.containers.iter().zip(sums) {
                 let services = self
                     .load_balancers
                     .iter()
@@ -632,7 +650,7 @@ impl DemoCluster {
                     .map(|lb| lb.service.clone())
                     .collect();
                 let avg = |x: f64| if a.minutes > 0.0 { x / a.minutes } else { 0.0 };
-                ContainerUsage {
+                containers.push(ContainerUsage {
                     namespace: w.namespace.clone(),
                     pod: pod.name.clone(),
                     container: c.name.clone(),
@@ -662,9 +680,9 @@ impl DemoCluster {
                     gpu_request_avg: 0.0,
                     gpu_usage_avg: 0.0,
                     gpu_hours: 0.0,
-                }
-            })
-            .collect();
+                });
+            }
+        }
 
         let nodes = self
             .nodes
