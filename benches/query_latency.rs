@@ -11,7 +11,8 @@
 //!   same leader if it was filled more than `BENCH_REFRESH_SECS` (3600) ago, so the hourly sets
 //!   reach the present. A changed binary refills it.
 //! - start→ready: from spawning the follower (with an empty `--etl-dir`, as a new pod) to its
-//!   first `/readyz` 200, which a follower answers only with a snapshot loaded;
+//!   first `/readyz` 200, which a follower answers only with a snapshot loaded, and the CPU time
+//!   it spent getting there (`/proc/<pid>/stat`: the wall time stretches on a busy machine);
 //! - its RSS from `/proc/<pid>/status`: steady (`VmRSS` once it stops moving after ready) and peak
 //!   (`VmHWM`), and bytes per allocation row: (steady RSS − an empty follower's RSS) / the
 //!   allocation rows of the sets it loaded (counted from the demo cluster itself: a container
@@ -20,7 +21,8 @@
 //! - query latency, one client, sequential, after `BENCH_WARMUP` (5) untimed queries, p50/p99/max
 //!   over `BENCH_QUERIES` (200) for 30-day namespace and controller totals and the 24 h and 48 h
 //!   namespace sets (hourly sets), and over `BENCH_BIG_QUERIES` (5) for 30 days by pod and
-//!   unaggregated, with their body size and the follower's peak RSS after them;
+//!   unaggregated, with their body size, the follower's CPU time per query (`/proc/<pid>/stat`:
+//!   steadier than latency on a shared machine) and its peak RSS after them;
 //! - p50/p99/max with two concurrent clients (30-day namespace and controller totals) for
 //!   `BENCH_CONCURRENT_SECS` (60) while a leader publishes a new generation every few seconds:
 //!   the same binary as a standalone leader on the same bucket, `--etl-interval 5s`, under
@@ -188,6 +190,24 @@ impl Proc {
                 .with_context(|| format!("no {name} in /proc/{}/status", self.pid))
         };
         Ok((field("VmRSS:")?, field("VmHWM:")?))
+    }
+
+    /// CPU time used so far (user + system), from `/proc/<pid>/stat`.
+    fn cpu(&self) -> anyhow::Result<Duration> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid))
+            .context("reading the replica's /proc stat")?;
+        // Fields after the command name (which may hold spaces, so after its closing paren):
+        // state is field 3, utime 14 and stime 15, in clock ticks (USER_HZ, 100 on Linux).
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .map_or("", |(_, rest)| rest)
+            .split_whitespace()
+            .collect();
+        let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok());
+        match (ticks(11), ticks(12)) {
+            (Some(u), Some(s)) => Ok(Duration::from_millis((u + s) * 10)),
+            _ => bail!("cannot read utime and stime of {}", self.pid),
+        }
     }
 
     /// SIGTERM, then waits for the exit (its ordered shutdown).
@@ -523,6 +543,9 @@ fn rows_loaded(status: &serde_json::Value, size: Size, s: &Settings) -> anyhow::
 struct Follower {
     proc: Proc,
     ready_after: Duration,
+    /// CPU time the follower used to get ready: unlike the wall time, not stretched by other
+    /// work on a shared machine.
+    ready_cpu: Duration,
     status: serde_json::Value,
 }
 
@@ -574,6 +597,7 @@ async fn start_follower(
     )
     .await?;
     let ready_after = t.elapsed();
+    let ready_cpu = proc.cpu()?;
     let status = wait_json(
         &mut proc,
         client,
@@ -586,6 +610,7 @@ async fn start_follower(
     Ok(Follower {
         proc,
         ready_after,
+        ready_cpu,
         status,
     })
 }
@@ -692,15 +717,18 @@ async fn phase(
     }
     let mut samples = Vec::with_capacity(n);
     let mut body = 0;
+    let cpu = p.cpu()?;
     for _ in 0..n.max(1) {
         let (d, b) = query(client, &url).await?;
         samples.push(d);
         body = b;
     }
+    let cpu = (p.cpu()? - cpu) / samples.len() as u32;
     println!(
-        "  {label:<28} n={:<4} {}  body {:>10}  `{path}`",
+        "  {label:<28} n={:<4} {}  {:>7.1?} CPU/query  body {:>10}  `{path}`",
         samples.len(),
         summary(&mut samples),
+        cpu,
         human_bytes(body)
     );
     Ok(())
@@ -772,7 +800,9 @@ async fn concurrent_phase(
             anyhow::Ok(samples)
         }
     };
+    let cpu = follower.cpu()?;
     let (a, b) = tokio::join!(run(NAMESPACE_30D), run(CONTROLLER_30D));
+    let cpu = follower.cpu()? - cpu;
     let (mut a, mut b) = (a?, b?);
     let l1 = metric(client, follower, loaded).await?;
     let g1 = get_json(client, &status(follower))
@@ -781,8 +811,9 @@ async fn concurrent_phase(
     let (_, peak) = follower.rss()?;
     let mut all: Vec<Duration> = a.iter().chain(b.iter()).copied().collect();
     println!(
-        "  2 clients, {secs} s: follower loaded {} generations (generation {g0} → {g1}); peak RSS {}",
+        "  2 clients, {secs} s: follower loaded {} generations (generation {g0} → {g1}); follower CPU {:.1} s; peak RSS {}",
         l1 - l0,
+        cpu.as_secs_f64(),
         mib(peak)
     );
     println!(
@@ -839,8 +870,9 @@ async fn main_run(
     let rows = rows_loaded(&f.status, size, s)?;
     println!("follower {size}: {}", describe(&f.status));
     println!(
-        "  start→ready {:.1} s; RSS steady {}, peak {}; {rows} allocation rows, {:.0} bytes per row (empty follower {})",
+        "  start→ready {:.1} s ({:.1} s CPU); RSS steady {}, peak {}; {rows} allocation rows, {:.0} bytes per row (empty follower {})",
         f.ready_after.as_secs_f64(),
+        f.ready_cpu.as_secs_f64(),
         mib(rss),
         mib(peak),
         rss.saturating_sub(empty_rss) as f64 / rows.max(1) as f64,
@@ -881,8 +913,9 @@ async fn sweep_run(
     let (rss, peak) = steady_rss(&f.proc).await?;
     let rows = rows_loaded(&f.status, size, s)?;
     println!(
-        "sweep {size:>9}: start→ready {:>5.1} s  RSS steady {:>9} peak {:>9}  {rows:>9} rows  {:>6.0} bytes/row  ({})",
+        "sweep {size:>9}: start→ready {:>5.1} s ({:>5.1} s CPU)  RSS steady {:>9} peak {:>9}  {rows:>9} rows  {:>6.0} bytes/row  ({})",
         f.ready_after.as_secs_f64(),
+        f.ready_cpu.as_secs_f64(),
         mib(rss),
         mib(peak),
         rss.saturating_sub(empty_rss) as f64 / rows.max(1) as f64,
