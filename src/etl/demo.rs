@@ -7,7 +7,7 @@
 //! every node, hourly jobs that run for part of an hour, two load balancers and one orphaned
 //! volume. Usage is constant within an hour and follows a daily curve plus per-hour noise.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use chrono::{DateTime, Duration, DurationRound, Timelike, Utc};
 
@@ -565,8 +565,17 @@ impl DemoCluster {
     pub fn compute(&self, window: Window, data_end: DateTime<Utc>) -> ClusterWindow {
         let end = window.end.min(data_end).max(window.start);
         let effective = Window::new(window.start, end);
-        let mut acc: BTreeMap<(usize, String, usize), (DemoPod, Acc)> = BTreeMap::new();
+        // Each pod's running sums, one `Acc` per container, in the order first seen; found by
+        // name within its workload. (A map keyed by (workload, pod name, container) cost a
+        // string-comparing tree search per container per hour, its log factor growing with the
+        // cluster; the output's order, by workload then pod name, is restored by one sort.)
+        let mut acc: Vec<(DemoPod, Vec<Acc>)> = Vec::new();
+        let mut index: Vec<HashMap<String, usize>> = vec![HashMap::new(); self.workloads.len()];
         let mut lb_pods: BTreeMap<usize, Vec<(String, String)>> = BTreeMap::new();
+        // The pods already listed per load balancer: a pod runs every hour of the window, and a
+        // scan of the list for each of its hours made the window quadratic in the pods a load
+        // balancer selects (a quarter of the cluster's pods select `web`).
+        let mut lb_seen: Vec<HashSet<String>> = vec![HashSet::new(); self.load_balancers.len()];
         let mut mounted: BTreeMap<String, (String, String, Window)> = BTreeMap::new();
         let mut hour = window
             .start
@@ -579,12 +588,15 @@ impl DemoCluster {
                 };
                 let w = &self.workloads[pod.workload];
                 for (li, lb) in self.load_balancers.iter().enumerate() {
-                    if lb.namespace == w.namespace && lb.workload == w.name {
-                        let key = (w.namespace.clone(), pod.name.clone());
-                        let list = lb_pods.entry(li).or_default();
-                        if !list.contains(&key) {
-                            list.push(key);
-                        }
+                    if lb.namespace == w.namespace
+                        && lb.workload == w.name
+                        && !lb_seen[li].contains(&pod.name)
+                    {
+                        lb_seen[li].insert(pod.name.clone());
+                        lb_pods
+                            .entry(li)
+                            .or_default()
+                            .push((w.namespace.clone(), pod.name.clone()));
                     }
                 }
                 if let Some(claim) = &pod.claim {
@@ -598,12 +610,17 @@ impl DemoCluster {
                     }
                 }
                 let minutes = run.minutes();
-                for (ci, c) in w.containers.iter().enumerate() {
+                let slot = match index[pod.workload].get(&pod.name) {
+                    Some(&i) => i,
+                    None => {
+                        index[pod.workload].insert(pod.name.clone(), acc.len());
+                        let sums = w.containers.iter().map(|_| Acc::default()).collect();
+                        acc.push((pod.clone(), sums));
+                        acc.len() - 1
+                    }
+                };
+                for (c, a) in w.containers.iter().zip(acc[slot].1.iter_mut()) {
                     let u = self.usage(&pod, c, hour);
-                    let entry = acc
-                        .entry((pod.workload, pod.name.clone(), ci))
-                        .or_insert_with(|| (pod.clone(), Acc::default()));
-                    let a = &mut entry.1;
                     a.start = Some(a.start.map_or(run.start, |s| s.min(run.start)));
                     a.end = Some(a.end.map_or(run.end, |e| e.max(run.end)));
                     a.minutes += minutes;
@@ -619,12 +636,13 @@ impl DemoCluster {
             }
             hour += Duration::hours(1);
         }
+        drop(index);
+        acc.sort_unstable_by(|(a, _), (b, _)| (a.workload, &a.name).cmp(&(b.workload, &b.name)));
 
-        let containers = acc
-            .into_iter()
-            .map(|((wi, _, ci), (pod, a))| {
-                let w = &self.workloads[wi];
-                let c = &w.containers[ci];
+        let mut containers = Vec::with_capacity(acc.iter().map(|(_, sums)| sums.len()).sum());
+        for (pod, sums) in acc {
+            let w = &self.workloads[pod.workload];
+            for (c, a) in w.containers.iter().zip(sums) {
                 let services = self
                     .load_balancers
                     .iter()
@@ -632,7 +650,7 @@ impl DemoCluster {
                     .map(|lb| lb.service.clone())
                     .collect();
                 let avg = |x: f64| if a.minutes > 0.0 { x / a.minutes } else { 0.0 };
-                ContainerUsage {
+                containers.push(ContainerUsage {
                     namespace: w.namespace.clone(),
                     pod: pod.name.clone(),
                     container: c.name.clone(),
@@ -662,9 +680,9 @@ impl DemoCluster {
                     gpu_request_avg: 0.0,
                     gpu_usage_avg: 0.0,
                     gpu_hours: 0.0,
-                }
-            })
-            .collect();
+                });
+            }
+        }
 
         let nodes = self
             .nodes
@@ -884,6 +902,173 @@ mod tests {
             .find(|p| c.workloads[p.workload].kind.as_str() == "job")
             .expect("jobs run");
         assert!(job.end - job.start < Duration::hours(1));
+    }
+
+    /// A canonical text of everything a window reports: every field written out by hand (floats
+    /// by their bits), so the digest pins the data itself and not some type's `Debug`.
+    fn canonical(cw: &ClusterWindow) -> String {
+        use std::fmt::Write;
+        let t = |d: &DateTime<Utc>| d.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
+        let f = |x: f64| format!("{:016x}", x.to_bits());
+        let m = |b: &BTreeMap<String, String>| format!("{b:?}");
+        let mut s = String::new();
+        let w = &mut s;
+        writeln!(
+            w,
+            "window {} {} data_end {}",
+            t(&cw.window.start),
+            t(&cw.window.end),
+            t(&cw.data_end)
+        )
+        .unwrap();
+        for n in &cw.nodes {
+            assert_eq!(
+                n.cpu_breakdown,
+                Default::default(),
+                "the demo has no breakdowns"
+            );
+            assert_eq!(
+                n.ram_breakdown,
+                Default::default(),
+                "the demo has no breakdowns"
+            );
+            writeln!(
+                w,
+                "node {} {} {} {} {} {} {} {} {} {} {} {} {}",
+                n.name,
+                n.instance_type,
+                n.provider_id,
+                f(n.cpu_cores),
+                f(n.ram_bytes),
+                f(n.cpu_price),
+                f(n.ram_price),
+                f(n.gpu_count),
+                f(n.gpu_price),
+                n.spot,
+                t(&n.start),
+                t(&n.end),
+                m(&n.labels)
+            )
+            .unwrap();
+        }
+        for c in &cw.containers {
+            writeln!(
+                w,
+                "container {} {} {} {} {} {} {} {} {} {} {:?} {} {}",
+                c.namespace,
+                c.pod,
+                c.container,
+                c.node,
+                c.controller,
+                c.controller_kind,
+                m(&c.labels),
+                m(&c.annotations),
+                m(&c.namespace_labels),
+                m(&c.namespace_annotations),
+                c.services,
+                t(&c.start),
+                t(&c.end)
+            )
+            .unwrap();
+            for x in [
+                c.cpu_request_avg,
+                c.cpu_usage_avg,
+                c.cpu_usage_max,
+                c.cpu_limit_avg,
+                c.cpu_core_hours,
+                c.ram_request_avg,
+                c.ram_usage_avg,
+                c.ram_usage_max,
+                c.ram_limit_avg,
+                c.ram_byte_hours,
+                c.gpu_request_avg,
+                c.gpu_usage_avg,
+                c.gpu_hours,
+            ] {
+                write!(w, " {}", f(x)).unwrap();
+            }
+            writeln!(w).unwrap();
+        }
+        for v in &cw.volumes {
+            writeln!(
+                w,
+                "volume {} {} {} {} {} {} {} {} {} {}",
+                v.name,
+                v.provider_id,
+                f(v.bytes),
+                f(v.price),
+                v.storage_class,
+                v.claim_namespace,
+                v.claim_name,
+                f(v.unmounted_hours),
+                t(&v.start),
+                t(&v.end)
+            )
+            .unwrap();
+            for mnt in &v.mounts {
+                writeln!(w, "  mount {} {} {}", mnt.namespace, mnt.pod, f(mnt.hours)).unwrap();
+            }
+        }
+        for lb in &cw.load_balancers {
+            writeln!(
+                w,
+                "lb {} {} {} {} {} {} {:?}",
+                lb.namespace,
+                lb.service,
+                lb.ip,
+                f(lb.price),
+                t(&lb.start),
+                t(&lb.end),
+                lb.pods
+            )
+            .unwrap();
+        }
+        assert!(cw.networks.is_empty(), "the demo has no network data");
+        let e = cw.egress_prices;
+        writeln!(w, "egress {} {} {}", f(e.zone), f(e.region), f(e.internet)).unwrap();
+        assert!(
+            cw.cluster_management.is_none(),
+            "the demo has no cluster management fee"
+        );
+        s
+    }
+
+    /// The demo's output for several sizes and windows is pinned by digest, so a change made for
+    /// speed cannot change the data by accident. A change meant to alter the data updates these
+    /// digests in the same commit and says why.
+    #[test]
+    fn output_is_pinned_by_digest() {
+        use sha2::{Digest, Sha256};
+        let at = |d: u32, h: u32, min: u32| Utc.with_ymd_and_hms(2026, 11, d, h, min, 0).unwrap();
+        // (pods, window start, window end, data end)
+        let cases = [
+            // a whole day
+            (300, at(20, 0, 0), at(21, 0, 0), at(21, 0, 0)),
+            // one hour
+            (1000, at(20, 5, 0), at(20, 6, 0), at(20, 6, 0)),
+            // across midnight (deployments roll), unaligned, cut short by the data's end
+            (1000, at(20, 22, 25), at(21, 3, 10), at(21, 1, 40)),
+            // two days: pods of both rollouts, load balancers select both
+            (3000, at(19, 0, 0), at(21, 0, 0), at(21, 0, 0)),
+            // the smallest cluster, a day still running
+            (5, at(21, 0, 0), at(22, 0, 0), at(21, 13, 17)),
+            // no data yet
+            (300, at(21, 0, 0), at(22, 0, 0), at(20, 12, 0)),
+        ];
+        let expected = [
+            "919797e8c4abdc5a80e8b0c1da807ead4b51d9ec2569b8e8dde93ea4cca08817",
+            "d223b843b190839c0fefa2a5c74df111200d8754dabd3b494541d13a967f1e90",
+            "bb07be4f030933fa386c0449341b346b218390650a423e2b0079d7e294d97f25",
+            "0cf0314874e9bc10310db47c0e0b9338c11ba0c9aeb2b312e6429a6bb25daf7b",
+            "61c7af59c98160f49515fc14d201c062c1f44a336de2f34903f701e7f0a016aa",
+            "6f736fe89f01116ef89f0066528c5f64b5428502320ef64c3bb79783d437eef0",
+        ];
+        let mut got = Vec::new();
+        for (pods, start, end, data_end) in cases {
+            let cw = DemoCluster::new(20240601, pods).compute(Window::new(start, end), data_end);
+            got.push(hex::encode(Sha256::digest(canonical(&cw).as_bytes())));
+        }
+        assert_eq!(got, expected, "the demo's output changed");
     }
 
     #[test]
