@@ -2089,7 +2089,7 @@ mod tests {
     /// the time to decode each (run with `--release -- --nocapture` to read the figures;
     /// `docs/bucket-format.md` quotes them). An asset file is small whatever its form: its
     /// dozens of rows weigh less than the Parquet footer (the schema and each column's
-    /// metadata, about 6 KB), so only allocation files are held to being smaller.
+    /// metadata, a few KB), so only allocation files are held to being smaller.
     #[test]
     fn parquet_allocation_files_are_smaller_than_json_zst_on_demo_data() {
         let time = |f: &dyn Fn()| {
