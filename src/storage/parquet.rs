@@ -396,7 +396,7 @@ fn decode_opt_str<T>(
 }
 
 fn micros(t: DateTime<Utc>, what: impl FnOnce() -> String) -> Result<i64, EncodeError> {
-    if t.timestamp_subsec_nanos() % 1000 != 0 {
+    if !t.timestamp_subsec_nanos().is_multiple_of(1000) {
         return Err(EncodeError::Inexact {
             what: what(),
             time: t.to_rfc3339_opts(SecondsFormat::AutoSi, true),
@@ -1269,7 +1269,7 @@ fn encode_with<T>(
 
 /// Whether `encode` can write `set` exactly (every time a whole microsecond within range).
 pub fn fits(set: &EtlSet) -> bool {
-    let ok = |t: DateTime<Utc>| t.timestamp_subsec_nanos() % 1000 == 0;
+    let ok = |t: DateTime<Utc>| t.timestamp_subsec_nanos().is_multiple_of(1000);
     let ok_opt = |t: Option<DateTime<Utc>>| t.is_none_or(ok);
     let ok_win = |w: Option<Window>| w.is_none_or(|w| ok(w.start) && ok(w.end));
     ok(set.window().start)
