@@ -22,8 +22,8 @@ use proc::{spawn, wait_for};
 /// The README's DuckDB query, exactly as printed, with its bucket folder (`data/bucket/`)
 /// pointed at `bucket`.
 fn readme_query(bucket: &Path) -> String {
-    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
-        .unwrap();
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
     let after = readme
         .split_once("<!-- duckdb-daily-cost")
         .expect("the README marks its DuckDB query")
@@ -132,7 +132,10 @@ async fn duckdb_reads_the_bucket_and_agrees_with_the_api() {
 
     // The two days before today are complete and published as Parquet.
     let today = Resolution::Day.window_containing(Utc::now()).start;
-    let days = [today - ChronoDuration::days(2), today - ChronoDuration::days(1)];
+    let days = [
+        today - ChronoDuration::days(2),
+        today - ChronoDuration::days(1),
+    ];
     let deadline = Instant::now() + Duration::from_secs(120);
     let published = loop {
         if let Some(m) = newest_manifest(&bucket) {
@@ -186,7 +189,11 @@ async fn duckdb_reads_the_bucket_and_agrees_with_the_api() {
             decoded.keys().collect::<Vec<_>>()
         );
         for (ns, d) in &decoded {
-            assert!(close(sql[ns], *d, 1e-12), "{day} {ns}: duckdb {} decoded {d}", sql[ns]);
+            assert!(
+                close(sql[ns], *d, 1e-12),
+                "{day} {ns}: duckdb {} decoded {d}",
+                sql[ns]
+            );
         }
 
         // The API, for the same day.
