@@ -1211,7 +1211,7 @@ fn encode_rows<T>(
 
     use ::parquet::schema::types::ColumnPath;
     let write_err = |e: ::parquet::errors::ParquetError| EncodeError::Write(e.to_string());
-    // Measured on the demo cluster (300 pods, a daily allocation set): these choices give 99 B
+    // Measured on the demo cluster (300 pods, a daily allocation set): these choices give 101 B
     // a row, against 126 B with the library's defaults and 120 B for the JSON form.
     let mut props = WriterProperties::builder()
         .set_created_by(CREATED_BY.into())
@@ -2086,7 +2086,7 @@ mod tests {
     }
 
     /// Bytes per allocation row, Parquet against the JSON form, on the demo cluster's data, and
-    /// the time to decode each (run with `--release -- --nocapture` to read the figures;
+    /// the time to decode each (run with `-- --nocapture` to read the figures;
     /// `docs/bucket-format.md` quotes them). An asset file is small whatever its form: its
     /// dozens of rows weigh less than the Parquet footer (the schema and each column's
     /// metadata, a few KB), so only allocation files are held to being smaller.
