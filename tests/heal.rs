@@ -530,7 +530,7 @@ async fn empty_local_stores_are_restored_from_the_bucket() {
                         .ok()?
                         .to_string_lossy()
                         .to_string();
-                    rel.ends_with(".json.zst").then_some(rel)
+                    manifest::is_set_object(&rel).then_some(rel)
                 })
                 .collect()
         };

@@ -164,7 +164,7 @@ impl EtlWriter {
                     Some(s) => s,
                     None => storage.send(crate::storage::CurrentSnapshot).await.unwrap_or_default(),
                 };
-                let planned = plan(&snapshot, Utc::now(), &cfg);
+                let planned = plan(&snapshot, now_ms(), &cfg);
                 let backfill = planned.len().saturating_sub(1);
                 if backfill > 0 {
                     tracing::info!(days = backfill, "ETL: building missing windows");
@@ -356,7 +356,7 @@ impl Handler<Repair> for EtlWriter {
         if self.leading.is_none() {
             return Err(RepairRefused::NotLeader);
         }
-        let batches = repair_plan(msg.window, Utc::now(), &self.cfg);
+        let batches = repair_plan(msg.window, now_ms(), &self.cfg);
         if batches.is_empty() {
             return Err(RepairRefused::Empty);
         }
@@ -380,6 +380,14 @@ impl Handler<Repair> for EtlWriter {
         }
         Ok(n)
     }
+}
+
+/// The clock the ETL builds by, to the millisecond: a window still in progress ends its data
+/// (and its running allocations) at this time, and the stored form (Parquet, whose times are
+/// microseconds) must hold it exactly; Prometheus' own times are milliseconds too.
+fn now_ms() -> DateTime<Utc> {
+    use chrono::SubsecRound;
+    Utc::now().trunc_subsecs(3)
 }
 
 /// The batches to build now: the current hour and day first (so queries about today work at

@@ -28,6 +28,11 @@ const PUBLISH_ATTEMPTS: usize = 5;
 pub const GC_GRACE: std::time::Duration = std::time::Duration::from_secs(600);
 /// How many of the newest manifests garbage collection always keeps.
 pub const GC_KEEP_MANIFESTS: u64 = 10;
+/// How many sets still stored in the older JSON form (`.json.zst`) each write rewrites as
+/// Parquet, so that a bucket an older release wrote is converted over time in ordinary
+/// publishes (91 days and 49 hours of both kinds, about 280 sets, in about 35 writes) without
+/// one write doing it all.
+pub const UPGRADES_PER_WRITE: usize = 8;
 
 /// A bucket or local-store failure. Cheap to clone, so it can travel in messages and status.
 #[derive(Clone, Debug, thiserror::Error)]
@@ -643,17 +648,34 @@ pub async fn stage(
     sets: Vec<EtlSet>,
     now: DateTime<Utc>,
 ) -> Result<Snapshot, PublishError> {
-    let (encoded, sets) = tokio::task::spawn_blocking(move || {
+    // Sets of the base still in the older JSON form, that this write does not replace anyway:
+    // a few are rewritten as Parquet (same content, new name) and the old objects are left to
+    // garbage collection.
+    let new_slots: BTreeSet<_> = sets
+        .iter()
+        .map(|s| (s.kind(), s.resolution(), s.window().start))
+        .collect();
+    let old_form: Vec<(String, LoadedSet)> = base
+        .files
+        .iter()
+        .filter(|(p, (e, _))| {
+            manifest::is_json_zst(p) && !new_slots.contains(&e.slot()) && writer.retains(e, now)
+        })
+        .map(|(p, (_, set))| (p.clone(), set.clone()))
+        .collect();
+    let old_form_left = old_form.len();
+    let (encoded, sets, upgraded) = tokio::task::spawn_blocking(move || {
         let encoded = sets
             .iter()
             .map(manifest::encode)
             .collect::<Result<Vec<_>, _>>();
-        (encoded, sets)
+        (encoded, sets, upgrade(old_form))
     })
     .await
     .map_err(|e| BackupError::local("encoding task", std::io::Error::other(e)))?;
     let encoded = encoded.map_err(|e| BackupError::local("encode", e))?;
-    for e in &encoded {
+    let upgraded = upgraded.map_err(|e| BackupError::local("encode", e))?;
+    for e in encoded.iter().chain(upgraded.iter().map(|(_, e, _)| e)) {
         if writer.cancel.is_cancelled() {
             return Err(PublishError::Cancelled);
         }
@@ -674,6 +696,19 @@ pub async fn stage(
         .map(|(p, v)| (p.clone(), v.clone()))
         .collect();
     files.extend(new_sets.iter().map(|(p, v)| (p.clone(), v.clone())));
+    let mut rewritten: BTreeSet<String> = BTreeSet::new();
+    for (old, e, set) in upgraded {
+        files.remove(&old);
+        rewritten.insert(e.path.clone());
+        files.insert(e.path, (e.entry, set));
+    }
+    if !rewritten.is_empty() {
+        tracing::info!(
+            rewritten = rewritten.len(),
+            left = old_form_left - rewritten.len(),
+            "rewrote sets stored as json.zst as Parquet (same content, new objects; the old ones are collected as garbage)"
+        );
+    }
     files.retain(|_, (e, _)| writer.retains(e, now));
     // Entries that could not be loaded are carried forward unless replaced or expired: a
     // failed read must never drop data from the backup.
@@ -688,6 +723,7 @@ pub async fn stage(
         .pending
         .iter()
         .chain(new_sets.keys())
+        .chain(rewritten.iter())
         .filter(|p| files.contains_key(*p))
         .cloned()
         .collect();
@@ -712,6 +748,27 @@ pub async fn stage(
     snapshot.staged_at = base.staged_at.or(Some(now));
     snapshot.pending = pending;
     Ok(snapshot)
+}
+
+/// Encodes again, as Parquet, up to [`UPGRADES_PER_WRITE`] of `old_form` (sets stored in the older
+/// JSON form): old path, new encoding, set. A set Parquet cannot hold exactly (a time finer than
+/// a microsecond) stays as it is.
+fn upgrade(
+    old_form: Vec<(String, LoadedSet)>,
+) -> Result<Vec<(String, manifest::Encoded, LoadedSet)>, std::io::Error> {
+    let mut out = Vec::new();
+    for (path, set) in old_form {
+        if out.len() == UPGRADES_PER_WRITE {
+            break;
+        }
+        let etl = set.to_etl();
+        if !super::parquet::fits(&etl) {
+            continue;
+        }
+        let encoded = manifest::encode(&etl)?;
+        out.push((path, encoded, set));
+    }
+    Ok(out)
 }
 
 /// Every entry of a lineage: the sets loaded and those that could not be.

@@ -147,9 +147,9 @@ impl FileStore {
         Ok(None)
     }
 
-    /// Removes every file under the ETL folders that `keep` does not name, and manifests older
-    /// than `keep_manifest`, but never a file modified within `grace` (a publish may have
-    /// written it after `keep` was taken). Best effort: the local store is a cache of the bucket.
+    /// Removes every set object (`.parquet` or `.json.zst`) under the ETL folders that `keep`
+    /// does not name, and manifests older than `keep_manifest`, but never a file modified within
+    /// `grace` (a publish may have written it after `keep` was taken). Best effort: the local store is a cache of the bucket.
     pub fn retain(
         &self,
         keep: &std::collections::BTreeSet<String>,
@@ -183,7 +183,7 @@ impl FileStore {
                     &object_store::path::Path::from(rel.as_str()),
                 ) {
                     Some(g) => g < keep_manifest,
-                    None => rel.ends_with(".json.zst") && !keep.contains(&rel),
+                    None => super::manifest::is_set_object(&rel) && !keep.contains(&rel),
                 };
                 let recent = entry.metadata()?.modified()? > cutoff;
                 if stale && !recent {

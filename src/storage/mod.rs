@@ -9,6 +9,7 @@ pub mod faulty;
 pub mod filestore;
 pub mod group;
 pub mod manifest;
+pub mod parquet;
 mod poller;
 pub mod readiness;
 pub mod snapshot;
