@@ -499,7 +499,7 @@ mod tests {
 
     fn sets() -> (
         Sets<crate::model::AllocationColumns>,
-        Sets<crate::model::AssetSet>,
+        Sets<crate::model::StoredAssets>,
         chrono::DateTime<chrono::Utc>,
     ) {
         let day = chrono::Utc.with_ymd_and_hms(2026, 11, 20, 0, 0, 0).unwrap();
@@ -515,6 +515,14 @@ mod tests {
             let a =
                 crate::model::AllocationColumns::from_set(a, crate::model::PodInterner::global());
             allocs.insert((Resolution::Day, w.start), Arc::new(a));
+            // Packed as a follower holds sets read from Parquet.
+            let body =
+                crate::storage::parquet::encode(&crate::model::EtlSet::Assets(s.clone())).unwrap();
+            let s = crate::model::StoredAssets::packed(
+                &s,
+                body.into(),
+                crate::storage::parquet::decode_assets,
+            );
             assets.insert((Resolution::Day, w.start), Arc::new(s));
         }
         (allocs, assets, day + chrono::Duration::days(5))

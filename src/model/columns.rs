@@ -18,12 +18,14 @@
 //! float bit for bit), which the tests hold.
 
 use std::any::Any;
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::hash::{Hash, Hasher};
+use std::collections::BTreeMap;
+use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use chrono::{DateTime, Utc};
+use hashbrown::HashTable;
+use rustc_hash::{FxBuildHasher, FxHashMap};
 
 use super::allocation::{IDLE, LbAllocation, PvAllocation, SharedCostBreakdown};
 use super::{Allocation, AllocationProperties, AllocationSet, Props, Resolution, Window};
@@ -134,10 +136,18 @@ pub struct PodInterner {
     inner: Mutex<InternTable>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Default)]
 struct InternTable {
-    metas: HashSet<Arc<PodMeta>>,
+    metas: HashTable<Arc<PodMeta>>,
     swept_at: usize,
+}
+
+impl std::fmt::Debug for InternTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InternTable")
+            .field("metas", &self.metas.len())
+            .finish()
+    }
 }
 
 impl InternTable {
@@ -149,21 +159,102 @@ impl InternTable {
         }
     }
 
-    fn meta(&mut self, p: &AllocationProperties) -> Arc<PodMeta> {
-        let m = PodMeta {
-            services: p.services.clone(),
-            labels: p.labels.clone(),
-            annotations: p.annotations.clone(),
-            namespace_labels: p.namespace_labels.clone(),
-            namespace_annotations: p.namespace_annotations.clone(),
+    fn meta(&mut self, hash: u64, src: &impl MetaSource) -> Arc<PodMeta> {
+        if let Some(shared) = self.metas.find(hash, |m| same_meta(src, m)) {
+            return shared.clone();
+        }
+        let m = Arc::new(PodMeta::from_source(src));
+        self.metas
+            .insert_unique(hash, m.clone(), |m| meta_hash(&**m));
+        m
+    }
+}
+
+/// A pod's service list and label and annotation maps as a reader of rows sees them, borrowed:
+/// a stored allocation's properties, or the entries of a Parquet row. Maps are given in key
+/// order without repeats, as a `BTreeMap` holds them.
+pub trait MetaSource {
+    /// The pod's services, in order.
+    fn services(&self) -> impl Iterator<Item = &str>;
+    /// Map `which` (0 labels, 1 annotations, 2 namespace labels, 3 namespace annotations), in
+    /// key order.
+    fn map(&self, which: usize) -> impl Iterator<Item = (&str, &str)>;
+}
+
+fn map_entries(m: &Map) -> impl Iterator<Item = (&str, &str)> {
+    m.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+}
+
+impl MetaSource for PodMeta {
+    fn services(&self) -> impl Iterator<Item = &str> {
+        self.services.iter().map(String::as_str)
+    }
+    fn map(&self, which: usize) -> impl Iterator<Item = (&str, &str)> {
+        map_entries(
+            [
+                &self.labels,
+                &self.annotations,
+                &self.namespace_labels,
+                &self.namespace_annotations,
+            ][which],
+        )
+    }
+}
+
+impl MetaSource for AllocationProperties {
+    fn services(&self) -> impl Iterator<Item = &str> {
+        self.services.iter().map(String::as_str)
+    }
+    fn map(&self, which: usize) -> impl Iterator<Item = (&str, &str)> {
+        map_entries(
+            [
+                &self.labels,
+                &self.annotations,
+                &self.namespace_labels,
+                &self.namespace_annotations,
+            ][which],
+        )
+    }
+}
+
+/// The hash of a pod's metadata, the same whatever its source.
+fn meta_hash(src: &impl MetaSource) -> u64 {
+    let mut h = FxBuildHasher.build_hasher();
+    let mut n = 0usize;
+    for s in src.services() {
+        s.hash(&mut h);
+        n += 1;
+    }
+    h.write_usize(n);
+    for which in 0..4 {
+        let mut n = 0usize;
+        for (k, v) in src.map(which) {
+            k.hash(&mut h);
+            v.hash(&mut h);
+            n += 1;
+        }
+        h.write_usize(n);
+    }
+    h.finish()
+}
+
+fn same_meta(src: &impl MetaSource, m: &PodMeta) -> bool {
+    src.services().eq(m.services()) && (0..4).all(|which| src.map(which).eq(m.map(which)))
+}
+
+impl PodMeta {
+    fn from_source(src: &impl MetaSource) -> Self {
+        let map = |which| {
+            src.map(which)
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
         };
-        match self.metas.get(&m) {
-            Some(shared) => shared.clone(),
-            None => {
-                let m = Arc::new(m);
-                self.metas.insert(m.clone());
-                m
-            }
+        PodMeta {
+            services: src.services().map(str::to_string).collect(),
+            labels: map(0),
+            annotations: map(1),
+            namespace_labels: map(2),
+            namespace_annotations: map(3),
         }
     }
 }
@@ -210,16 +301,16 @@ impl Strings {
 }
 
 /// Builds a [`Strings`].
-struct StringsBuilder<'a> {
-    ids: HashMap<&'a str, u32>,
+struct StringsBuilder {
+    ids: HashTable<u32>,
     text: String,
     ends: Vec<u32>,
 }
 
-impl<'a> StringsBuilder<'a> {
+impl StringsBuilder {
     fn new() -> Self {
         let mut b = StringsBuilder {
-            ids: HashMap::new(),
+            ids: HashTable::new(),
             text: String::new(),
             ends: Vec::new(),
         };
@@ -227,15 +318,26 @@ impl<'a> StringsBuilder<'a> {
         b
     }
 
-    fn id(&mut self, s: &'a str) -> u32 {
-        if let Some(&id) = self.ids.get(s) {
+    fn get<'t>(text: &'t str, ends: &[u32], id: u32) -> &'t str {
+        let id = id as usize;
+        let start = if id == 0 { 0 } else { ends[id - 1] as usize };
+        &text[start..ends[id] as usize]
+    }
+
+    fn id(&mut self, s: &str) -> u32 {
+        let hash = FxBuildHasher.hash_one(s);
+        let (text, ends) = (&self.text, &self.ends);
+        if let Some(&id) = self.ids.find(hash, |&id| Self::get(text, ends, id) == s) {
             return id;
         }
         self.text.push_str(s);
         self.ends
             .push(u32::try_from(self.text.len()).expect("a set's distinct strings fit in 4 GiB"));
         let id = (self.ends.len() - 1) as u32;
-        self.ids.insert(s, id);
+        let (text, ends) = (&self.text, &self.ends);
+        self.ids.insert_unique(hash, id, |&id| {
+            FxBuildHasher.hash_one(Self::get(text, ends, id))
+        });
         id
     }
 
@@ -255,39 +357,6 @@ struct Pods {
     /// cluster, node, controller, controller kind, namespace, pod, provider id.
     strings: Vec<[u32; 7]>,
     meta: Vec<Arc<PodMeta>>,
-}
-
-/// Hashes and compares properties as if their container were empty: one key per pod.
-struct PodKey<'a>(&'a AllocationProperties);
-
-impl PodKey<'_> {
-    fn parts(&self) -> impl PartialEq + Hash + '_ {
-        let p = self.0;
-        (
-            (
-                &p.cluster,
-                &p.node,
-                &p.controller,
-                &p.controller_kind,
-                &p.namespace,
-                &p.pod,
-            ),
-            (&p.services, &p.provider_id, &p.labels, &p.annotations),
-            (&p.namespace_labels, &p.namespace_annotations),
-        )
-    }
-}
-
-impl PartialEq for PodKey<'_> {
-    fn eq(&self, other: &Self) -> bool {
-        self.parts() == other.parts()
-    }
-}
-impl Eq for PodKey<'_> {}
-impl Hash for PodKey<'_> {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        self.parts().hash(state);
-    }
 }
 
 /// OpenCost's name of an unaggregated allocation.
@@ -451,93 +520,219 @@ pub struct AllocationColumns {
     pub cache: SetCache,
 }
 
-impl AllocationColumns {
-    /// Builds the columns of `set`, sharing its pods' maps and lists through `interner`.
-    pub fn from_set(set: AllocationSet, interner: &PodInterner) -> Self {
-        let len = set.allocations.len();
-        let mut strings = StringsBuilder::new();
-        let mut pod_ids: HashMap<PodKey<'_>, u32> = HashMap::new();
-        let mut pods = Pods::default();
-        let mut time_ids: HashMap<Times, u32> = HashMap::new();
-        let mut times = Vec::new();
-        let (mut row_pod, mut row_container, mut row_times) = (
-            Vec::with_capacity(len),
-            Vec::with_capacity(len),
-            Vec::with_capacity(len),
-        );
-        let mut names = Vec::new();
-        let mut idle = Vec::new();
-        let (mut pvs, mut lbs, mut breakdowns) = (Vec::new(), Vec::new(), Vec::new());
-        let mut columns: Vec<Vec<f64>> = (0..NUMBERS).map(|_| Vec::with_capacity(len)).collect();
-        {
-            let mut shared = interner.inner.lock().unwrap_or_else(|p| p.into_inner());
-            shared.sweep();
-            for a in &set.allocations {
-                let p = &a.properties;
-                let next = pods.strings.len() as u32;
-                let pod = *pod_ids.entry(PodKey(p)).or_insert_with(|| {
-                    pods.strings.push([
-                        strings.id(&p.cluster),
-                        strings.id(&p.node),
-                        strings.id(&p.controller),
-                        strings.id(&p.controller_kind),
-                        strings.id(&p.namespace),
-                        strings.id(&p.pod),
-                        strings.id(&p.provider_id),
-                    ]);
-                    pods.meta.push(shared.meta(p));
-                    next
-                });
-                row_pod.push(pod);
-                row_container.push(strings.id(&p.container));
+/// A row's name and the strings of its properties, borrowed from wherever it is read.
+#[derive(Clone, Copy, Debug)]
+pub struct RowStrings<'a> {
+    /// The allocation's name.
+    pub name: &'a str,
+    /// `properties.cluster`.
+    pub cluster: &'a str,
+    /// `properties.node`.
+    pub node: &'a str,
+    /// `properties.controller`.
+    pub controller: &'a str,
+    /// `properties.controllerKind`.
+    pub controller_kind: &'a str,
+    /// `properties.namespace`.
+    pub namespace: &'a str,
+    /// `properties.pod`.
+    pub pod: &'a str,
+    /// `properties.providerID`.
+    pub provider_id: &'a str,
+    /// `properties.container`.
+    pub container: &'a str,
+}
+
+impl RowStrings<'_> {
+    /// Whether `name` is the derived one (`cluster/node/namespace/pod/container`), checked
+    /// without building it.
+    fn name_is_derived(&self) -> bool {
+        let mut rest = self.name;
+        let parts = [
+            self.cluster,
+            self.node,
+            self.namespace,
+            self.pod,
+            self.container,
+        ];
+        for (k, part) in parts.iter().enumerate() {
+            let Some(r) = rest.strip_prefix(part) else {
+                return false;
+            };
+            rest = r;
+            if k < parts.len() - 1 {
+                let Some(r) = rest.strip_prefix('/') else {
+                    return false;
+                };
+                rest = r;
             }
         }
-        for (i, a) in set.allocations.iter().enumerate() {
-            let row = u32::try_from(i).expect("a set holds fewer than 2^32 rows");
-            let t = Times {
-                window: a.window,
-                start: a.start,
-                end: a.end,
-            };
-            let next = times.len() as u32;
-            row_times.push(*time_ids.entry(t).or_insert_with(|| {
+        rest.is_empty()
+    }
+
+    fn is_idle(&self) -> bool {
+        name_is_idle(self.name)
+    }
+}
+
+/// Builds an [`AllocationColumns`] row by row, from stored allocations
+/// ([`AllocationColumns::from_set`]) or straight from a file's columns (the Parquet reader),
+/// so that both give the same set.
+pub struct ColumnsBuilder<'i> {
+    window: Window,
+    resolution: Resolution,
+    data_end: DateTime<Utc>,
+    interner: &'i PodInterner,
+    strings: StringsBuilder,
+    /// This set's pods' metadata, by content: the process-wide interner is asked once per
+    /// distinct metadata of the set, not once per row.
+    metas: HashTable<Arc<PodMeta>>,
+    pod_ids: FxHashMap<([u32; 7], usize), u32>,
+    pods: Pods,
+    time_ids: FxHashMap<Times, u32>,
+    times: Vec<Times>,
+    row_pod: Vec<u32>,
+    row_container: Vec<u32>,
+    row_times: Vec<u32>,
+    names: Vec<(u32, Box<str>)>,
+    idle: Vec<u32>,
+    pvs: Vec<PvEntry>,
+    lbs: Vec<LbEntry>,
+    breakdowns: Vec<(u32, BTreeMap<String, SharedCostBreakdown>)>,
+    columns: Vec<Vec<f64>>,
+}
+
+impl<'i> ColumnsBuilder<'i> {
+    /// A builder for a set of about `rows` rows.
+    pub fn new(
+        window: Window,
+        resolution: Resolution,
+        data_end: DateTime<Utc>,
+        rows: usize,
+        interner: &'i PodInterner,
+    ) -> Self {
+        interner
+            .inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .sweep();
+        ColumnsBuilder {
+            window,
+            resolution,
+            data_end,
+            interner,
+            strings: StringsBuilder::new(),
+            metas: HashTable::new(),
+            pod_ids: FxHashMap::default(),
+            pods: Pods::default(),
+            time_ids: FxHashMap::default(),
+            times: Vec::new(),
+            row_pod: Vec::with_capacity(rows),
+            row_container: Vec::with_capacity(rows),
+            row_times: Vec::with_capacity(rows),
+            names: Vec::new(),
+            idle: Vec::new(),
+            pvs: Vec::new(),
+            lbs: Vec::new(),
+            breakdowns: Vec::new(),
+            columns: (0..NUMBERS).map(|_| Vec::with_capacity(rows)).collect(),
+        }
+    }
+
+    fn meta(&mut self, src: &impl MetaSource) -> Arc<PodMeta> {
+        let hash = meta_hash(src);
+        if let Some(m) = self.metas.find(hash, |m| same_meta(src, m)) {
+            return m.clone();
+        }
+        let m = self
+            .interner
+            .inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .meta(hash, src);
+        self.metas
+            .insert_unique(hash, m.clone(), |m| meta_hash(&**m));
+        m
+    }
+
+    /// Adds a row: its name and property strings, its pod's metadata, and its values (the
+    /// numbers, window, start, end, volumes, load balancers and shared-cost breakdown of
+    /// `values`; its name and properties are not read).
+    pub fn push(&mut self, s: &RowStrings<'_>, meta: &impl MetaSource, values: &Allocation) {
+        let row = u32::try_from(self.row_pod.len()).expect("a set holds fewer than 2^32 rows");
+        let ids = [
+            self.strings.id(s.cluster),
+            self.strings.id(s.node),
+            self.strings.id(s.controller),
+            self.strings.id(s.controller_kind),
+            self.strings.id(s.namespace),
+            self.strings.id(s.pod),
+            self.strings.id(s.provider_id),
+        ];
+        let meta = self.meta(meta);
+        let next = self.pods.strings.len() as u32;
+        let pod = *self
+            .pod_ids
+            .entry((ids, Arc::as_ptr(&meta) as usize))
+            .or_insert_with(|| {
+                self.pods.strings.push(ids);
+                self.pods.meta.push(meta);
+                next
+            });
+        self.row_pod.push(pod);
+        self.row_container.push(self.strings.id(s.container));
+        let t = Times {
+            window: values.window,
+            start: values.start,
+            end: values.end,
+        };
+        let next = self.times.len() as u32;
+        let times = &mut self.times;
+        self.row_times
+            .push(*self.time_ids.entry(t).or_insert_with(|| {
                 times.push(t);
                 next
             }));
-            if a.name != derived_name(&a.properties) {
-                names.push((row, a.name.as_str().into()));
-            }
-            if a.is_idle() {
-                idle.push(row);
-            }
-            for (k, pv) in &a.pvs {
-                pvs.push(PvEntry {
-                    row,
-                    key: strings.id(k),
-                    provider_id: strings.id(&pv.provider_id),
-                    byte_hours: pv.byte_hours,
-                    cost: pv.cost,
-                });
-            }
-            for (k, lb) in &a.lb_allocations {
-                lbs.push(LbEntry {
-                    row,
-                    key: strings.id(k),
-                    service: strings.id(&lb.service),
-                    ip: strings.id(&lb.ip),
-                    private: lb.private,
-                    cost: lb.cost,
-                    hours: lb.hours,
-                });
-            }
-            if !a.shared_cost_breakdown.is_empty() {
-                breakdowns.push((row, a.shared_cost_breakdown.clone()));
-            }
-            for (col, v) in columns.iter_mut().zip(numbers_of(a)) {
-                col.push(v);
-            }
+        if !s.name_is_derived() {
+            self.names.push((row, s.name.into()));
         }
-        let numbers = columns
+        if s.is_idle() {
+            self.idle.push(row);
+        }
+        for (k, pv) in &values.pvs {
+            self.pvs.push(PvEntry {
+                row,
+                key: self.strings.id(k),
+                provider_id: self.strings.id(&pv.provider_id),
+                byte_hours: pv.byte_hours,
+                cost: pv.cost,
+            });
+        }
+        for (k, lb) in &values.lb_allocations {
+            self.lbs.push(LbEntry {
+                row,
+                key: self.strings.id(k),
+                service: self.strings.id(&lb.service),
+                ip: self.strings.id(&lb.ip),
+                private: lb.private,
+                cost: lb.cost,
+                hours: lb.hours,
+            });
+        }
+        if !values.shared_cost_breakdown.is_empty() {
+            self.breakdowns
+                .push((row, values.shared_cost_breakdown.clone()));
+        }
+        for (col, v) in self.columns.iter_mut().zip(numbers_of(values)) {
+            col.push(v);
+        }
+    }
+
+    /// The set.
+    pub fn finish(self) -> AllocationColumns {
+        let len = self.row_pod.len();
+        let numbers = self
+            .columns
             .into_iter()
             .enumerate()
             .filter_map(|(k, c)| {
@@ -562,35 +757,69 @@ impl AllocationColumns {
                 }
             })
             .collect();
-        let strings = strings.build();
-        drop(pod_ids);
+        let mut pods = self.pods;
         pods.strings.shrink_to_fit();
         pods.meta.shrink_to_fit();
+        let shrunk = |mut v: Vec<u32>| {
+            v.shrink_to_fit();
+            v
+        };
+        let mut times = self.times;
         times.shrink_to_fit();
+        let mut names = self.names;
         names.shrink_to_fit();
-        idle.shrink_to_fit();
+        let (mut pvs, mut lbs, mut breakdowns) = (self.pvs, self.lbs, self.breakdowns);
         pvs.shrink_to_fit();
         lbs.shrink_to_fit();
         breakdowns.shrink_to_fit();
         AllocationColumns {
-            window: set.window,
-            resolution: set.resolution,
-            data_end: set.data_end,
+            window: self.window,
+            resolution: self.resolution,
+            data_end: self.data_end,
             len,
-            strings,
+            strings: self.strings.build(),
             pods,
             times,
-            row_pod,
-            row_container,
-            row_times,
+            row_pod: shrunk(self.row_pod),
+            row_container: shrunk(self.row_container),
+            row_times: shrunk(self.row_times),
             names,
-            idle,
+            idle: shrunk(self.idle),
             pvs,
             lbs,
             breakdowns,
             numbers,
             cache: SetCache::default(),
         }
+    }
+}
+
+impl AllocationColumns {
+    /// Builds the columns of `set`, sharing its pods' maps and lists through `interner`.
+    pub fn from_set(set: AllocationSet, interner: &PodInterner) -> Self {
+        let mut b = ColumnsBuilder::new(
+            set.window,
+            set.resolution,
+            set.data_end,
+            set.allocations.len(),
+            interner,
+        );
+        for a in &set.allocations {
+            let p = &a.properties;
+            let strings = RowStrings {
+                name: &a.name,
+                cluster: &p.cluster,
+                node: &p.node,
+                controller: &p.controller,
+                controller_kind: &p.controller_kind,
+                namespace: &p.namespace,
+                pod: &p.pod,
+                provider_id: &p.provider_id,
+                container: &p.container,
+            };
+            b.push(&strings, p, a);
+        }
+        b.finish()
     }
 
     /// Rows in the set.

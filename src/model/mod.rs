@@ -9,7 +9,7 @@ pub use allocation::{
     Allocation, AllocationProperties, AllocationSet, IDLE, LbAllocation, Props, PvAllocation,
     SharedCostBreakdown, UNALLOCATED, UNMOUNTED,
 };
-pub use asset::{Asset, AssetSet, Breakdown};
+pub use asset::{Asset, AssetSet, Breakdown, StoredAssets, Unpack};
 pub use columns::{AllocationColumns, PodInterner, SetCache};
 pub use window::{Resolution, Window};
 

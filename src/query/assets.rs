@@ -12,7 +12,10 @@ use super::{
     Bounds, CANCEL_CHECK_ROWS, Cancelled, Cost, Dialect, ENCODE_WEIGHT, Format, ParamError, bad,
     check_steps, parse_bool, parse_count, parse_format, rank_and_page, reads_daily, steps, window,
 };
-use crate::model::{Asset, AssetSet, Breakdown, Resolution, UNALLOCATED, Window};
+use crate::model::{Asset, Breakdown, Resolution, StoredAssets, UNALLOCATED, Window};
+
+/// Loaded asset sets by resolution and window start.
+pub type AssetSets = BTreeMap<(Resolution, DateTime<Utc>), Arc<StoredAssets>>;
 
 /// The `type` of an aggregate whose members are of different types.
 pub const ANY: &str = "Any";
@@ -244,11 +247,7 @@ impl AssetQuery {
     }
 
     /// Runs the query over the loaded asset sets.
-    pub fn run(
-        &self,
-        sets: &BTreeMap<(Resolution, DateTime<Utc>), Arc<AssetSet>>,
-        now: DateTime<Utc>,
-    ) -> Vec<AssetResult> {
+    pub fn run(&self, sets: &AssetSets, now: DateTime<Utc>) -> Vec<AssetResult> {
         let mut out = Vec::new();
         let never = CancellationToken::new();
         self.run_each(sets, now, &never, |r| {
@@ -263,7 +262,7 @@ impl AssetQuery {
     /// then adds up the assets of each key over the step's sets.
     pub fn run_each<E: From<Cancelled>>(
         &self,
-        sets: &BTreeMap<(Resolution, DateTime<Utc>), Arc<AssetSet>>,
+        sets: &AssetSets,
         now: DateTime<Utc>,
         cancel: &CancellationToken,
         mut emit: impl FnMut(AssetResult) -> Result<(), E>,
@@ -272,6 +271,7 @@ impl AssetQuery {
         for step in steps {
             let mut acc: BTreeMap<String, Asset> = BTreeMap::new();
             for (_, set) in sets.range((res, step.start)..(res, step.end)) {
+                let set = set.set();
                 for (i, a) in set.assets.iter().enumerate() {
                     if i % CANCEL_CHECK_ROWS == 0 && cancel.is_cancelled() {
                         return Err(Cancelled.into());
@@ -311,16 +311,12 @@ impl AssetQuery {
     }
 
     /// The query's estimated work on these sets (see [`Cost`]).
-    pub fn cost(
-        &self,
-        sets: &BTreeMap<(Resolution, DateTime<Utc>), Arc<AssetSet>>,
-        now: DateTime<Utc>,
-    ) -> Cost {
+    pub fn cost(&self, sets: &AssetSets, now: DateTime<Utc>) -> Cost {
         let (res, steps) = self.plan(now);
         let rows: u64 = steps
             .iter()
             .flat_map(|w| sets.range((res, w.start)..(res, w.end)))
-            .map(|(_, s)| s.assets.len() as u64)
+            .map(|(_, s)| s.len() as u64)
             .sum();
         let encoded = if self.aggregate.is_empty() { rows } else { 0 };
         rows.saturating_add(encoded.saturating_mul(ENCODE_WEIGHT))
@@ -530,19 +526,22 @@ mod tests {
         }
     }
 
-    type Sets = BTreeMap<(Resolution, DateTime<Utc>), Arc<AssetSet>>;
+    type Sets = AssetSets;
 
     fn sets(days: &[(u32, Vec<Asset>)]) -> Sets {
         days.iter()
             .map(|(d, assets)| {
                 let w = Window::new(day(*d), day(*d) + Duration::days(1));
-                let set = AssetSet {
+                let set = crate::model::AssetSet {
                     window: w,
                     resolution: Resolution::Day,
                     data_end: w.end,
                     assets: assets.clone(),
                 };
-                ((Resolution::Day, w.start), Arc::new(set))
+                (
+                    (Resolution::Day, w.start),
+                    Arc::new(StoredAssets::decoded(set)),
+                )
             })
             .collect()
     }

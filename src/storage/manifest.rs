@@ -14,13 +14,16 @@
 //! their names), and rewritten as Parquet a few per publish by the leader (`super::backup`).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use object_store::path::Path;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::model::{EtlSet, Resolution, SetKind};
+use super::parquet::Decoded;
+use super::snapshot::LoadedSet;
+use crate::model::{EtlSet, PodInterner, Resolution, SetKind, StoredAssets};
 
 /// Directory of manifests, relative to the bucket prefix.
 pub const MANIFEST_DIR: &str = "etl/v1/manifests";
@@ -183,6 +186,48 @@ pub fn verify(entry: &FileEntry, body: &[u8]) -> bool {
 
 /// Verifies and decodes an object fetched for `entry`.
 pub fn decode(entry: &FileEntry, body: &[u8]) -> Result<EtlSet, DecodeError> {
+    check_sum(entry, body)?;
+    let set = if body.starts_with(super::parquet::MAGIC) {
+        super::parquet::decode(body).map_err(|e| DecodeError::Format(e.to_string()))?
+    } else if body.starts_with(&ZSTD_MAGIC) {
+        decode_json_zst(body)?
+    } else {
+        return Err(not_a_set());
+    };
+    check_entry(entry, set.kind(), set.resolution(), set.window().start)?;
+    Ok(set)
+}
+
+/// Verifies and decodes an object fetched for `entry` into the form a snapshot serves (see
+/// [`super::parquet::decode_columns`]): the same set [`decode`] gives, in columns.
+pub fn decode_loaded(entry: &FileEntry, body: bytes::Bytes) -> Result<LoadedSet, DecodeError> {
+    check_sum(entry, &body)?;
+    let set = if body.starts_with(super::parquet::MAGIC) {
+        match super::parquet::decode_columns(&body, PodInterner::global())
+            .map_err(|e| DecodeError::Format(e.to_string()))?
+        {
+            Decoded::Allocations(c) => LoadedSet::Allocations(Arc::from(c)),
+            // Kept as the object's bytes (see `StoredAssets`).
+            Decoded::Assets(a) => LoadedSet::Assets(Arc::new(StoredAssets::packed(
+                &a,
+                body.clone(),
+                super::parquet::decode_assets,
+            ))),
+        }
+    } else if body.starts_with(&ZSTD_MAGIC) {
+        LoadedSet::from(decode_json_zst(&body)?)
+    } else {
+        return Err(not_a_set());
+    };
+    let (kind, resolution, start) = match &set {
+        LoadedSet::Allocations(c) => (SetKind::Allocations, c.resolution, c.window.start),
+        LoadedSet::Assets(a) => (SetKind::Assets, a.resolution, a.window.start),
+    };
+    check_entry(entry, kind, resolution, start)?;
+    Ok(set)
+}
+
+fn check_sum(entry: &FileEntry, body: &[u8]) -> Result<(), DecodeError> {
     let actual = hex::encode(Sha256::digest(body));
     if actual != entry.sha256 {
         return Err(DecodeError::Checksum {
@@ -190,24 +235,25 @@ pub fn decode(entry: &FileEntry, body: &[u8]) -> Result<EtlSet, DecodeError> {
             actual,
         });
     }
-    let set = if body.starts_with(super::parquet::MAGIC) {
-        super::parquet::decode(body).map_err(|e| DecodeError::Format(e.to_string()))?
-    } else if body.starts_with(&ZSTD_MAGIC) {
-        decode_json_zst(body)?
-    } else {
-        return Err(DecodeError::Format(
-            "neither Parquet (PAR1) nor zstd-compressed JSON".into(),
-        ));
-    };
-    if set.kind() != entry.kind
-        || set.resolution() != entry.resolution
-        || set.window().start != entry.start
-    {
+    Ok(())
+}
+
+fn not_a_set() -> DecodeError {
+    DecodeError::Format("neither Parquet (PAR1) nor zstd-compressed JSON".into())
+}
+
+fn check_entry(
+    entry: &FileEntry,
+    kind: SetKind,
+    resolution: Resolution,
+    start: DateTime<Utc>,
+) -> Result<(), DecodeError> {
+    if kind != entry.kind || resolution != entry.resolution || start != entry.start {
         return Err(DecodeError::Format(
             "object does not hold the set its manifest entry names".into(),
         ));
     }
-    Ok(set)
+    Ok(())
 }
 
 /// Decodes the older form. This is all a release before Parquet does with any object (after

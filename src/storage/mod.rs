@@ -9,6 +9,7 @@ pub mod faulty;
 pub mod filestore;
 pub mod group;
 pub mod manifest;
+mod parallel;
 pub mod parquet;
 mod poller;
 pub mod readiness;

@@ -8,7 +8,9 @@ use chrono::{DateTime, Utc};
 use std::time::Instant;
 
 use super::manifest::{DecodeError, FileEntry, Manifest};
-use crate::model::{AllocationColumns, AssetSet, EtlSet, PodInterner, Resolution, SetKind, Window};
+use crate::model::{
+    AllocationColumns, EtlSet, PodInterner, Resolution, SetKind, StoredAssets, Window,
+};
 
 /// One loaded set.
 #[derive(Clone, Debug)]
@@ -16,7 +18,7 @@ pub enum LoadedSet {
     /// An allocation set, in columns.
     Allocations(Arc<AllocationColumns>),
     /// An asset set.
-    Assets(Arc<AssetSet>),
+    Assets(Arc<StoredAssets>),
 }
 
 impl LoadedSet {
@@ -24,7 +26,7 @@ impl LoadedSet {
     pub fn to_etl(&self) -> EtlSet {
         match self {
             LoadedSet::Allocations(s) => EtlSet::Allocations(s.to_set()),
-            LoadedSet::Assets(s) => EtlSet::Assets((**s).clone()),
+            LoadedSet::Assets(s) => EtlSet::Assets((*s.set()).clone()),
         }
     }
 }
@@ -35,7 +37,7 @@ impl From<EtlSet> for LoadedSet {
             EtlSet::Allocations(s) => LoadedSet::Allocations(Arc::new(
                 AllocationColumns::from_set(s, PodInterner::global()),
             )),
-            EtlSet::Assets(s) => LoadedSet::Assets(Arc::new(s)),
+            EtlSet::Assets(s) => LoadedSet::Assets(Arc::new(StoredAssets::decoded(s))),
         }
     }
 }
@@ -116,7 +118,7 @@ pub struct Snapshot {
     /// Allocation sets by resolution and window start.
     pub allocations: BTreeMap<(Resolution, DateTime<Utc>), Arc<AllocationColumns>>,
     /// Asset sets by resolution and window start.
-    pub assets: BTreeMap<(Resolution, DateTime<Utc>), Arc<AssetSet>>,
+    pub assets: BTreeMap<(Resolution, DateTime<Utc>), Arc<StoredAssets>>,
     /// Sets the manifest names that could not be loaded, by path. They stay in every manifest
     /// written on top of this snapshot (a reader's failure must never drop data from the
     /// backup), queries that cover their windows say so, and they are fetched again with
