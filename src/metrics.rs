@@ -71,6 +71,8 @@ pub struct Metrics {
     pub unavailable_sets: Gauge,
     /// Query responses that covered sets this replica could not load (and said so).
     pub query_unavailable_data: Counter,
+    /// Query responses whose body was streamed in chunks (past 1 MiB) rather than sent whole.
+    pub query_streamed: Counter,
     /// API queries by outcome: `ok`, `bad_request`, `too_large`, `timeout`, `overloaded`,
     /// `cancelled`, `not_ready`, `error`.
     pub queries: Family<ResultLabel, Counter>,
@@ -117,6 +119,7 @@ impl Metrics {
             object_load_failures: Counter::default(),
             unavailable_sets: Gauge::default(),
             query_unavailable_data: Counter::default(),
+            query_streamed: Counter::default(),
             queries: Family::default(),
             snapshot_generation: Gauge::default(),
             data_age_seconds: Gauge::default(),
@@ -202,6 +205,11 @@ impl Metrics {
             "costmodel_query_unavailable_data",
             "Query responses that covered sets this replica could not load, and said so",
             m.query_unavailable_data.clone(),
+        );
+        r.register(
+            "costmodel_query_streamed",
+            "Query responses whose body was streamed in chunks rather than sent whole",
+            m.query_streamed.clone(),
         );
         r.register(
             "costmodel_queries",

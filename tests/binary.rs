@@ -182,3 +182,131 @@ fn bad_flags_fail_fast_with_one_line_naming_the_flag() {
         assert!(err.contains(needle), "{args:?}: {err}");
     }
 }
+
+/// A body past 1 MiB is streamed in chunks (no `Content-Length`) and is, put together, the
+/// answer a whole body gives: the same JSON, value for value. A body cut off by
+/// `--max-response-bytes` after it began streaming ends without its close, so the client sees a
+/// broken response, never a complete-looking shorter one.
+#[tokio::test]
+async fn large_answers_stream_and_a_stream_cut_off_never_looks_complete() {
+    let dir = tempfile::tempdir().unwrap();
+    let bucket = dir.path().join("bucket");
+    let bucket = bucket.to_str().unwrap();
+    let common = [
+        "--bucket-dir",
+        bucket,
+        "--demo-pods",
+        "120",
+        "--demo-seed",
+        "5",
+        "--backfill",
+        "2d",
+    ];
+    let leader = spawn(
+        dir.path(),
+        "leader",
+        &[&common[..], &["--election", "standalone"]].concat(),
+    );
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    // Yesterday's 24 hourly sets, unaggregated: several MiB of JSON.
+    let yesterday = Resolution::Day.window_containing(Utc::now() - ChronoDuration::days(1));
+    let window = format!(
+        "{},{}",
+        yesterday.start.to_rfc3339(),
+        yesterday.end.to_rfc3339()
+    )
+    .replace("+00:00", "Z");
+    let hourly = format!("/model/allocation?window={window}&step=1h");
+    let streamed = wait_for(&leader, &client, &hourly, |s, b| {
+        s == 200
+            && b["data"].as_array().is_some_and(|d| {
+                d.len() == 24
+                    && d.iter()
+                        .all(|set| set.as_object().is_some_and(|m| m.len() > 10))
+            })
+    })
+    .await;
+    let resp = client.get(leader.url(&hourly)).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(
+        resp.content_length().is_none(),
+        "a large body is streamed, not sent with its length"
+    );
+    let bytes = resp.bytes().await.unwrap();
+    assert!(bytes.len() > 2 << 20, "{} bytes", bytes.len());
+    let again: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(again, streamed);
+    // The same sets one by one (each a small, whole body) are the streamed answer's sets.
+    for (k, set) in streamed["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .enumerate()
+        .step_by(7)
+    {
+        let start = yesterday.start + ChronoDuration::hours(k as i64);
+        let one = format!(
+            "/model/allocation?window={},{}",
+            start.to_rfc3339(),
+            (start + ChronoDuration::hours(1)).to_rfc3339()
+        )
+        .replace("+00:00", "Z");
+        let resp = client.get(leader.url(&one)).send().await.unwrap();
+        assert!(
+            resp.content_length().is_some(),
+            "a small body is sent whole"
+        );
+        let body: serde_json::Value = resp.json().await.unwrap();
+        assert_eq!(&body["data"][0], set, "hour {k}");
+    }
+    let metrics = client
+        .get(leader.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("costmodel_query_streamed_total ") && !l.ends_with(" 0")),
+        "{metrics}"
+    );
+
+    // A follower whose limit falls inside that body: the response has begun (200) when the
+    // limit is hit, so it is cut off.
+    let follower = spawn(
+        dir.path(),
+        "follower",
+        &[
+            &common[..],
+            &[
+                "--election",
+                "follower",
+                "--poll-interval",
+                "1s",
+                "--max-response-bytes",
+                "2097152",
+            ],
+        ]
+        .concat(),
+    );
+    wait_for(&follower, &client, "/model/ha/status", |s, b| {
+        s == 200 && b["snapshotGeneration"].as_u64() > Some(0)
+    })
+    .await;
+    let resp = client.get(follower.url(&hourly)).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    match resp.bytes().await {
+        Err(_) => {}
+        Ok(b) => assert!(
+            serde_json::from_slice::<serde_json::Value>(&b).is_err(),
+            "a cut-off body of {} bytes parsed as whole JSON",
+            b.len()
+        ),
+    }
+}

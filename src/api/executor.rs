@@ -157,7 +157,14 @@ pub struct RunQuery {
     /// The lane's admission, released when the query is done and its body sent (the handler's
     /// response holds the other reference).
     pub permit: Arc<OwnedSemaphorePermit>,
+    /// Where a JSON body past [`json::STREAM_AFTER`] bytes is streamed to (see [`json::Sink`]):
+    /// the query then answers an empty body, the response being under way. A query that
+    /// fails once its body has begun sends its error here, to cut the response off.
+    pub stream: Option<Stream>,
 }
+
+/// The sending end of a streamed body.
+pub type Stream = tokio::sync::mpsc::Sender<Result<bytes::Bytes, std::io::Error>>;
 
 /// A worker thread of a lane.
 pub struct QueryWorker;
@@ -175,7 +182,7 @@ impl Handler<RunQuery> for QueryWorker {
         }
         let result = std::panic::catch_unwind(AssertUnwindSafe(|| execute(&msg)));
         drop(msg.permit);
-        result.unwrap_or_else(|payload| {
+        let result = result.unwrap_or_else(|payload| {
             let what = payload
                 .downcast_ref::<&str>()
                 .map(|s| (*s).to_string())
@@ -183,12 +190,29 @@ impl Handler<RunQuery> for QueryWorker {
                 .unwrap_or_else(|| "panic".into());
             tracing::error!(error = %what, "a query panicked; answered 500");
             Err(QueryError::Panicked(what))
-        })
+        });
+        if let (Err(e), Some(tx)) = (&result, &msg.stream) {
+            // Behind any chunk already sent: a response under way ends cut off. One that has
+            // not begun never reads it (the handler answers the error's status).
+            let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));
+        }
+        result
     }
 }
 
 fn execute(msg: &RunQuery) -> Result<Vec<u8>, QueryError> {
-    answer(
+    let body = match &msg.stream {
+        Some(tx) => Body::streaming(
+            msg.max_bytes,
+            json::Sink {
+                tx: tx.clone(),
+                cancel: msg.cancel.clone(),
+            },
+        ),
+        None => Body::new(msg.max_bytes),
+    };
+    answer_into(
+        body,
         &msg.snapshot,
         &msg.kind,
         msg.now,
@@ -208,7 +232,20 @@ pub fn answer(
     max_bytes: usize,
     warning: Option<&str>,
 ) -> Result<Vec<u8>, QueryError> {
-    let mut body = Body::new(max_bytes);
+    let body = Body::new(max_bytes);
+    answer_into(body, snapshot, kind, now, cancel, max_bytes, warning)
+}
+
+/// [`answer`], its JSON written into `body`.
+fn answer_into(
+    mut body: Body,
+    snapshot: &Snapshot,
+    kind: &QueryKind,
+    now: DateTime<Utc>,
+    cancel: &CancellationToken,
+    max_bytes: usize,
+    warning: Option<&str>,
+) -> Result<Vec<u8>, QueryError> {
     match kind {
         QueryKind::Allocation(q) | QueryKind::Summary(q) if q.format == Format::Csv => {
             let mut out = csv::Csv::allocations(max_bytes)?;

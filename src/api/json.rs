@@ -364,6 +364,9 @@ pub struct TooLarge {
 
 /// A response body written one set at a time, in the Kubecost envelope, that refuses to grow
 /// past its limit: a query's memory is its limit plus one step's set, whatever it asks for.
+/// With a [`Sink`], a body that passes [`STREAM_AFTER`] bytes is handed on in chunks as it is
+/// written, so its memory is a few chunks whatever its size (the limit still counts every
+/// byte).
 ///
 /// `{"code":200,"status":"success","data":[set,set,...]}` (or the summary shape
 /// `{"code":200,"status":"success","data":{"step":S,"sets":[...],"window":W}}`), with a
@@ -371,19 +374,40 @@ pub struct TooLarge {
 pub struct Body {
     buf: Vec<u8>,
     limit: usize,
+    /// Bytes handed to the sink so far.
+    sent: usize,
     items: usize,
+    sink: Option<Sink>,
+}
+
+/// A body bigger than this is streamed (chunked) rather than sent whole with its length.
+pub const STREAM_AFTER: usize = 1 << 20;
+/// The size of the chunks a streamed body is handed on in.
+const CHUNK: usize = 256 << 10;
+
+/// Where a streamed body's chunks go: the HTTP response, through a bounded channel, so a
+/// slow client holds the query back instead of its body piling up. An `Err` ends the stream
+/// without the body's end: the client sees a cut-off response, never a complete-looking one.
+pub struct Sink {
+    /// The response's end of the channel.
+    pub tx: tokio::sync::mpsc::Sender<Result<bytes::Bytes, std::io::Error>>,
+    /// Cancelled when the response is gone (the client went away), to stop the query.
+    pub cancel: tokio_util::sync::CancellationToken,
 }
 
 struct Limited<'a>(&'a mut Body);
 
 impl std::io::Write for Limited<'_> {
     fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-        if self.0.buf.len() + data.len() > self.0.limit {
-            return Err(std::io::Error::other(TooLarge {
-                limit: self.0.limit,
-            }));
+        let body = &mut *self.0;
+        if body.sent + body.buf.len() + data.len() > body.limit {
+            return Err(std::io::Error::other(TooLarge { limit: body.limit }));
         }
-        self.0.buf.extend_from_slice(data);
+        body.buf.extend_from_slice(data);
+        let due = if body.sent == 0 { STREAM_AFTER } else { CHUNK };
+        if body.sink.is_some() && body.buf.len() >= due {
+            body.hand_on();
+        }
         Ok(data.len())
     }
     fn flush(&mut self) -> std::io::Result<()> {
@@ -399,8 +423,38 @@ impl Body {
         Self {
             buf: Vec::new(),
             limit,
+            sent: 0,
             items: 0,
+            sink: None,
         }
+    }
+
+    /// An empty body that may grow to `limit` bytes, streamed into `sink` once it passes
+    /// [`STREAM_AFTER`].
+    pub fn streaming(limit: usize, sink: Sink) -> Self {
+        Self {
+            sink: Some(sink),
+            ..Self::new(limit)
+        }
+    }
+
+    /// Hands what is written so far to the sink. Blocks while the channel is full (the client
+    /// reads slower than the query writes); must not run on an async runtime's thread (query
+    /// workers are threads of their own).
+    fn hand_on(&mut self) {
+        let Some(sink) = &self.sink else { return };
+        let chunk = bytes::Bytes::from(std::mem::take(&mut self.buf));
+        self.sent += chunk.len();
+        if sink.tx.blocking_send(Ok(chunk)).is_err() {
+            // The response is gone: stop the query; what it still writes goes nowhere.
+            sink.cancel.cancel();
+        }
+    }
+
+    /// Whether part of the body has been handed to the sink: the response has begun, so what
+    /// [`Body`]'s closing methods return is the rest of it, already handed on too.
+    pub fn is_streamed(&self) -> bool {
+        self.sent > 0
     }
 
     fn raw(&mut self, text: &str) -> Result<(), TooLarge> {
@@ -474,12 +528,16 @@ impl Body {
         self.close(warning)
     }
 
+    /// Ends the body: the whole of it, or (streamed) nothing, its rest handed to the sink.
     fn close(mut self, warning: Option<&str>) -> Result<Vec<u8>, TooLarge> {
         if let Some(w) = warning {
             self.raw(r#","warning":"#)?;
             self.value(&w)?;
         }
         self.raw("}")?;
+        if self.is_streamed() {
+            self.hand_on();
+        }
         Ok(self.buf)
     }
 }

@@ -20,6 +20,7 @@ use actix::Addr;
 use actix_web::http::header;
 use actix_web::{FromRequest, Handler, HttpRequest, HttpResponse, Responder, web};
 use chrono::{SecondsFormat, Utc};
+use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 pub use error::{ApiError, RETRY_AFTER_SECONDS};
@@ -400,6 +401,9 @@ async fn execute(
     };
     let cancel = in_flight.cancel.clone();
     let limits = state.limits;
+    // A JSON body past `STREAM_AFTER` comes in chunks through this channel as it is written
+    // (CSV bodies are still sent whole); a few chunks in flight at most.
+    let (tx, mut chunks) = tokio::sync::mpsc::channel(STREAM_CHUNKS_IN_FLIGHT);
     let sent = lane.workers.send(RunQuery {
         snapshot,
         kind,
@@ -408,31 +412,102 @@ async fn execute(
         max_bytes: limits.max_response_bytes,
         warning,
         permit: permit.clone(),
+        stream: (!csv).then_some(tx),
     });
-    let answer = tokio::time::timeout(limits.timeout, sent).await;
-    in_flight.answered = true;
-    let body = match answer {
-        Err(_) => {
-            cancel.cancel();
-            return Err(ApiError::Timeout {
-                limit: limits.timeout,
-            });
-        }
-        Ok(answer) => answer?.map_err(|e| match e {
-            QueryError::TooLarge(t) => ApiError::TooLarge { limit: t.limit },
-            QueryError::Cancelled => ApiError::Timeout {
-                limit: limits.timeout,
-            },
-            QueryError::Panicked(m) => ApiError::Internal(m),
-        })?,
+    let deadline = tokio::time::Instant::now() + limits.timeout;
+    let mut sent = Box::pin(tokio::time::timeout_at(deadline, sent));
+    // The answer, or the first chunk of a body that has begun streaming.
+    let first = tokio::select! {
+        biased;
+        answer = &mut sent => Err(answer),
+        Some(Ok(chunk)) = chunks.recv() => Ok(chunk),
     };
+    in_flight.answered = true;
+    let streamed = match first {
+        Ok(chunk) => Some(chunk),
+        // The query ended; a body that began streaming just before says so in the channel.
+        Err(answer) => match chunks.try_recv() {
+            Ok(Ok(chunk)) => Some(chunk),
+            _ => {
+                let body = match answer {
+                    Err(_) => {
+                        cancel.cancel();
+                        return Err(ApiError::Timeout {
+                            limit: limits.timeout,
+                        });
+                    }
+                    Ok(answer) => answer?.map_err(|e| match e {
+                        QueryError::TooLarge(t) => ApiError::TooLarge { limit: t.limit },
+                        QueryError::Cancelled => ApiError::Timeout {
+                            limit: limits.timeout,
+                        },
+                        QueryError::Panicked(m) => ApiError::Internal(m),
+                    })?,
+                };
+                return Ok(respond(
+                    state,
+                    csv,
+                    &disposition,
+                    warning_header.as_deref(),
+                    age,
+                    &unavailable,
+                )
+                .body(Admitted {
+                    body: Some(body.into()),
+                    _permit: permit,
+                }));
+            }
+        },
+    };
+    let first = streamed.expect("only a streamed body gets here");
+    // The query runs on while its body streams: its deadline still stops it (the stream
+    // then ends cut off), as does the client going away (the worker's send fails).
+    tokio::spawn(async move {
+        if sent.await.is_err() {
+            cancel.cancel();
+        }
+    });
+    state.metrics.query_streamed.inc();
+    let rest = futures::stream::unfold(chunks, |mut chunks| async move {
+        chunks.recv().await.map(|c| (c, chunks))
+    });
+    let body =
+        futures::stream::once(std::future::ready(Ok::<_, std::io::Error>(first))).chain(rest);
+    // The lane's admission is held until the last chunk is sent.
+    let body = body.map(move |c| {
+        let _held = &permit;
+        c
+    });
+    Ok(respond(
+        state,
+        csv,
+        &disposition,
+        warning_header.as_deref(),
+        age,
+        &unavailable,
+    )
+    .streaming(body))
+}
+
+/// How many chunks of a streamed body may wait for the client (each `json::CHUNK` bytes).
+const STREAM_CHUNKS_IN_FLIGHT: usize = 4;
+
+/// The head of a query's 200 response.
+fn respond(
+    state: &AppState,
+    csv: bool,
+    disposition: &str,
+    warning_header: Option<&str>,
+    age: Option<f64>,
+    unavailable: &[Window],
+) -> actix_web::HttpResponseBuilder {
     let mut resp = HttpResponse::Ok();
     if csv {
         // CSV has no envelope: what the JSON's `warning` would say goes in a `Warning` header.
         resp.content_type("text/csv; charset=utf-8");
-        resp.insert_header((header::CONTENT_DISPOSITION, disposition));
-        if let Some(w) = &warning_header {
-            resp.insert_header((header::WARNING, w.as_str()));
+        resp.insert_header((header::CONTENT_DISPOSITION, disposition.to_string()));
+        if let Some(w) = warning_header {
+            resp.insert_header((header::WARNING, w.to_string()));
         }
     } else {
         resp.content_type("application/json");
@@ -442,14 +517,11 @@ async fn execute(
     }
     if !unavailable.is_empty() {
         state.metrics.query_unavailable_data.inc();
-        resp.insert_header(("X-Data-Unavailable", list_windows(&unavailable)));
+        resp.insert_header(("X-Data-Unavailable", list_windows(unavailable)));
     }
     // The lane's admission is held until the body is sent: a slow reader keeps its slot, so
     // admission bounds the memory of answers waiting to be sent, not only their computation.
-    Ok(resp.body(Admitted {
-        body: Some(body.into()),
-        _permit: permit,
-    }))
+    resp
 }
 
 /// A response body that holds its query's admission until it has been sent (or dropped).
