@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use super::csv;
 use super::json::{self, Body, TooLarge};
 use crate::model::{SetKind, Window};
-use crate::query::{AllocationQuery, AssetQuery, Cancelled, Cost, Format};
+use crate::query::{AllocationQuery, AssetQuery, Cancelled, Cost, Format, Step};
 use crate::storage::Snapshot;
 
 /// Queries estimated above this cost run in the heavy lane by default: about five million rows
@@ -256,10 +256,19 @@ fn answer_into(
         }
         QueryKind::Allocation(q) => {
             body.open_array()?;
-            q.run_each(&snapshot.allocations, now, cancel, |r| {
-                body.item(&json::AllocationSetJson(&r))
+            q.run_each_encoded(
+                &snapshot.allocations,
+                now,
+                cancel,
+                |r| json::encode(&json::AllocationSetJson(r)),
+                |step| {
+                    match step {
+                        Step::Encoded(b) => body.encoded_item(b),
+                        Step::Result(r) => body.item(&json::AllocationSetJson(&r)),
+                    }
                     .map_err(QueryError::from)
-            })?;
+                },
+            )?;
             Ok(body.close_array(warning)?)
         }
         QueryKind::Summary(q) => {

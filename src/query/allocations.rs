@@ -37,6 +37,17 @@ type Reduced = Vec<(String, Allocation)>;
 /// set; caching it would double the memory of what it answers from).
 const CACHE_MAX_GROUPS: usize = 2_000;
 
+/// A step's encoded answer is cached only up to this size (a namespace set is about 50 kB).
+const CACHE_MAX_ENCODED: usize = 256 << 10;
+
+/// One step of [`AllocationQuery::run_each_encoded`].
+pub enum Step<'a> {
+    /// The step's answer, encoded.
+    Encoded(&'a [u8]),
+    /// The step's answer, to encode.
+    Result(AllocationResult),
+}
+
 /// An aggregate being built, and the (pod, container) last intersected into its properties:
 /// intersecting with the same again changes nothing.
 struct Group {
@@ -72,37 +83,103 @@ impl AllocationQuery {
             if cancel.is_cancelled() {
                 return Err(Cancelled.into());
             }
-            let range = sets.range((resolution, step.start)..(resolution, step.end));
-            let covered: f64 = sets
-                .range((resolution, step.start)..(resolution, step.end))
-                .map(|(_, s)| {
-                    (s.data_end.min(s.window.end) - s.window.start)
-                        .num_seconds()
-                        .max(0) as f64
-                })
-                .sum::<f64>()
-                / 3600.0;
-            let mut allocations = self.aggregate_sets(range.map(|(_, s)| s.as_ref()), cancel)?;
-            let factor = self.cost_metric.factor(covered);
-            for a in &mut allocations {
-                // Every row of a set reports the window the set serves, as OpenCost's do.
-                a.window = Some(step);
-                if self.cost_metric != CostMetric::Cumulative {
-                    a.scale_costs(factor);
-                }
-            }
-            let allocations = rank_and_page(
-                allocations,
-                |a| (a.total_cost(), a.name.as_str()),
-                self.offset,
-                self.limit,
-            );
-            emit(AllocationResult {
-                window: step,
-                allocations,
-            })?;
+            emit(self.step_result(sets, resolution, step, cancel)?)?;
         }
         Ok(())
+    }
+
+    /// [`AllocationQuery::run_each`], with the answers of small steps handed on already
+    /// encoded by `encode`. A step that is exactly one whole stored set (an hour of a `24h`
+    /// query, a day of a `7d` one) with a small answer is encoded once per set and query shape
+    /// and kept in the set's cache: loaded sets never change, so the next such query copies
+    /// the bytes instead of adding and encoding again. Other steps are handed on as results,
+    /// to be encoded where they go (a big one is streamed, never held encoded).
+    pub fn run_each_encoded<E: From<Cancelled>>(
+        &self,
+        sets: &AllocationSets,
+        now: DateTime<Utc>,
+        cancel: &CancellationToken,
+        encode: impl Fn(&AllocationResult) -> Vec<u8>,
+        mut emit: impl FnMut(Step<'_>) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let (resolution, steps) = self.plan(now);
+        for step in steps {
+            if cancel.is_cancelled() {
+                return Err(Cancelled.into());
+            }
+            let mut range = sets.range((resolution, step.start)..(resolution, step.end));
+            let whole = match (range.next(), range.next()) {
+                (Some((_, set)), None) if set.window == step => Some(set),
+                _ => None,
+            };
+            let Some(set) = whole else {
+                emit(Step::Result(
+                    self.step_result(sets, resolution, step, cancel)?,
+                ))?;
+                continue;
+            };
+            let key = format!(
+                "json|{}|{:?}|{}|{:?}|{step:?}",
+                self.shape(),
+                self.cost_metric,
+                self.offset,
+                self.limit
+            );
+            if let Some(bytes) = set.cache.get::<Vec<u8>>(&key) {
+                emit(Step::Encoded(&bytes))?;
+                continue;
+            }
+            let result = self.step_result(sets, resolution, step, cancel)?;
+            if result.allocations.len() > CACHE_MAX_GROUPS {
+                emit(Step::Result(result))?;
+                continue;
+            }
+            let bytes = Arc::new(encode(&result));
+            if bytes.len() <= CACHE_MAX_ENCODED {
+                set.cache.insert(key, bytes.clone(), bytes.len() + 256);
+            }
+            emit(Step::Encoded(&bytes))?;
+        }
+        Ok(())
+    }
+
+    /// One step's answer: the step's sets filtered, aggregated and added up.
+    fn step_result(
+        &self,
+        sets: &AllocationSets,
+        resolution: Resolution,
+        step: crate::model::Window,
+        cancel: &CancellationToken,
+    ) -> Result<AllocationResult, Cancelled> {
+        let range = sets.range((resolution, step.start)..(resolution, step.end));
+        let covered: f64 = sets
+            .range((resolution, step.start)..(resolution, step.end))
+            .map(|(_, s)| {
+                (s.data_end.min(s.window.end) - s.window.start)
+                    .num_seconds()
+                    .max(0) as f64
+            })
+            .sum::<f64>()
+            / 3600.0;
+        let mut allocations = self.aggregate_sets(range.map(|(_, s)| s.as_ref()), cancel)?;
+        let factor = self.cost_metric.factor(covered);
+        for a in &mut allocations {
+            // Every row of a set reports the window the set serves, as OpenCost's do.
+            a.window = Some(step);
+            if self.cost_metric != CostMetric::Cumulative {
+                a.scale_costs(factor);
+            }
+        }
+        let allocations = rank_and_page(
+            allocations,
+            |a| (a.total_cost(), a.name.as_str()),
+            self.offset,
+            self.limit,
+        );
+        Ok(AllocationResult {
+            window: step,
+            allocations,
+        })
     }
 
     /// The query's estimated work on these sets (see [`Cost`]).
