@@ -324,6 +324,11 @@ impl StringsBuilder {
         &text[start..ends[id] as usize]
     }
 
+    /// The string `id` names.
+    fn get_id(&self, id: u32) -> &str {
+        Self::get(&self.text, &self.ends, id)
+    }
+
     fn id(&mut self, s: &str) -> u32 {
         let hash = FxBuildHasher.hash_one(s);
         let (text, ends) = (&self.text, &self.ends);
@@ -588,6 +593,12 @@ pub struct ColumnsBuilder<'i> {
     /// distinct metadata of the set, not once per row.
     metas: HashTable<Arc<PodMeta>>,
     pod_ids: FxHashMap<([u32; 7], usize), u32>,
+    /// The previous row's string ids by field (rows of a pod, a node, a namespace come
+    /// together, so most fields repeat the row before), metadata and times: compared before
+    /// anything is hashed.
+    last_ids: [u32; 8],
+    last_meta: Option<Arc<PodMeta>>,
+    last_times: Option<(Times, u32)>,
     pods: Pods,
     time_ids: FxHashMap<Times, u32>,
     times: Vec<Times>,
@@ -624,6 +635,9 @@ impl<'i> ColumnsBuilder<'i> {
             strings: StringsBuilder::new(),
             metas: HashTable::new(),
             pod_ids: FxHashMap::default(),
+            last_ids: [0; 8],
+            last_meta: None,
+            last_times: None,
             pods: Pods::default(),
             time_ids: FxHashMap::default(),
             times: Vec::new(),
@@ -640,6 +654,17 @@ impl<'i> ColumnsBuilder<'i> {
     }
 
     fn meta(&mut self, src: &impl MetaSource) -> Arc<PodMeta> {
+        if let Some(m) = &self.last_meta
+            && same_meta(src, m)
+        {
+            return m.clone();
+        }
+        let m = self.meta_by_hash(src);
+        self.last_meta = Some(m.clone());
+        m
+    }
+
+    fn meta_by_hash(&mut self, src: &impl MetaSource) -> Arc<PodMeta> {
         let hash = meta_hash(src);
         if let Some(m) = self.metas.find(hash, |m| same_meta(src, m)) {
             return m.clone();
@@ -660,15 +685,22 @@ impl<'i> ColumnsBuilder<'i> {
     /// `values`; its name and properties are not read).
     pub fn push(&mut self, s: &RowStrings<'_>, meta: &impl MetaSource, values: &Allocation) {
         let row = u32::try_from(self.row_pod.len()).expect("a set holds fewer than 2^32 rows");
-        let ids = [
-            self.strings.id(s.cluster),
-            self.strings.id(s.node),
-            self.strings.id(s.controller),
-            self.strings.id(s.controller_kind),
-            self.strings.id(s.namespace),
-            self.strings.id(s.pod),
-            self.strings.id(s.provider_id),
+        let fields = [
+            s.cluster,
+            s.node,
+            s.controller,
+            s.controller_kind,
+            s.namespace,
+            s.pod,
+            s.provider_id,
+            s.container,
         ];
+        for (k, field) in fields.into_iter().enumerate() {
+            if self.strings.get_id(self.last_ids[k]) != field {
+                self.last_ids[k] = self.strings.id(field);
+            }
+        }
+        let ids: [u32; 7] = self.last_ids[..7].try_into().expect("seven pod fields");
         let meta = self.meta(meta);
         let next = self.pods.strings.len() as u32;
         let pod = *self
@@ -680,19 +712,26 @@ impl<'i> ColumnsBuilder<'i> {
                 next
             });
         self.row_pod.push(pod);
-        self.row_container.push(self.strings.id(s.container));
+        self.row_container.push(self.last_ids[7]);
         let t = Times {
             window: values.window,
             start: values.start,
             end: values.end,
         };
-        let next = self.times.len() as u32;
-        let times = &mut self.times;
-        self.row_times
-            .push(*self.time_ids.entry(t).or_insert_with(|| {
-                times.push(t);
-                next
-            }));
+        let time_id = match self.last_times {
+            Some((last, id)) if last == t => id,
+            _ => {
+                let next = self.times.len() as u32;
+                let times = &mut self.times;
+                let id = *self.time_ids.entry(t).or_insert_with(|| {
+                    times.push(t);
+                    next
+                });
+                self.last_times = Some((t, id));
+                id
+            }
+        };
+        self.row_times.push(time_id);
         if !s.name_is_derived() {
             self.names.push((row, s.name.into()));
         }
