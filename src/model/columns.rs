@@ -381,6 +381,11 @@ fn derived_name(p: &impl Props) -> String {
 #[derive(Debug)]
 enum Column {
     Dense(Box<[f64]>),
+    /// At most 256 distinct values (requests, prices), each row's as a one-byte code.
+    Coded {
+        values: Box<[f64]>,
+        codes: Box<[u8]>,
+    },
     Sparse {
         rows: Box<[u32]>,
         values: Box<[f64]>,
@@ -391,6 +396,7 @@ impl Column {
     fn get(&self, i: usize) -> f64 {
         match self {
             Column::Dense(v) => v[i],
+            Column::Coded { values, codes } => values[codes[i] as usize],
             Column::Sparse { rows, values } => {
                 rows.binary_search(&(i as u32)).map_or(0.0, |k| values[k])
             }
@@ -400,9 +406,34 @@ impl Column {
     fn bytes(&self) -> usize {
         match self {
             Column::Dense(v) => v.len() * 8,
+            Column::Coded { values, codes } => values.len() * 8 + codes.len(),
             Column::Sparse { rows, .. } => rows.len() * 12,
         }
     }
+}
+
+/// `c` as one-byte codes into its distinct values (bit for bit), if it has at most 256.
+fn coded(c: &[f64]) -> Option<Column> {
+    let mut index: FxHashMap<u64, u8> = FxHashMap::default();
+    let mut values = Vec::new();
+    let mut codes = Vec::with_capacity(c.len());
+    for v in c {
+        let next = values.len();
+        let code = match index.get(&v.to_bits()) {
+            Some(&code) => code,
+            None => {
+                let code = u8::try_from(next).ok()?;
+                index.insert(v.to_bits(), code);
+                values.push(*v);
+                code
+            }
+        };
+        codes.push(code);
+    }
+    Some(Column::Coded {
+        values: values.into_boxed_slice(),
+        codes: codes.into_boxed_slice(),
+    })
 }
 
 /// A pod and container of a loaded set, read as properties (what filters, keys and sharing
@@ -782,6 +813,8 @@ impl<'i> ColumnsBuilder<'i> {
                     .collect();
                 if set.is_empty() {
                     None
+                } else if let Some(coded) = coded(&c).filter(|_| c.len() < set.len() * 12) {
+                    Some((k, coded))
                 } else if set.len() * 12 < c.len() * 8 {
                     let values = set.iter().map(|&i| c[i as usize]).collect();
                     Some((
@@ -1017,12 +1050,13 @@ impl AllocationColumns {
         self.memory().iter().map(|(_, b)| b).sum()
     }
 
-    /// How many number columns the set keeps dense and sparse (the others are all zero).
+    /// How many number columns the set keeps for every row (as values or codes) and sparse
+    /// (the others are all zero).
     pub fn column_counts(&self) -> (usize, usize) {
         let dense = self
             .numbers
             .iter()
-            .filter(|(_, c)| matches!(c, Column::Dense(_)))
+            .filter(|(_, c)| !matches!(c, Column::Sparse { .. }))
             .count();
         (dense, self.numbers.len() - dense)
     }
@@ -1225,5 +1259,31 @@ mod tests {
         assert!(sparse >= 1, "the one GPU cost is kept sparse");
         assert_eq!(c.row(7).gpu_cost, 1.5);
         assert_eq!(c.row(8).gpu_cost, 0.0);
+    }
+
+    #[test]
+    fn columns_of_few_values_keep_a_byte_per_row_and_every_bit() {
+        let interner = PodInterner::default();
+        let mut s = set();
+        for _ in 0..5 {
+            s.allocations.extend(s.allocations.clone());
+        }
+        let few = [0.25, -0.0, 1e-300, 0.1 + 0.2];
+        for (i, a) in s.allocations.iter_mut().enumerate() {
+            a.cpu_core_request_average = few[i % few.len()];
+        }
+        let c = AllocationColumns::from_set(s.clone(), &interner);
+        assert_eq!(c.to_set(), s);
+        for (i, a) in s.allocations.iter().enumerate() {
+            assert_eq!(
+                c.row(i).cpu_core_request_average.to_bits(),
+                a.cpu_core_request_average.to_bits()
+            );
+        }
+        let coded = c
+            .numbers
+            .iter()
+            .any(|(_, col)| matches!(col, Column::Coded { values, .. } if values.len() == 4));
+        assert!(coded, "four distinct values are coded");
     }
 }
