@@ -414,6 +414,16 @@ async fn execute(
         permit: permit.clone(),
         stream: (!csv).then_some(tx),
     });
+    let head = || {
+        respond(
+            state,
+            csv,
+            &disposition,
+            warning_header.as_deref(),
+            age,
+            &unavailable,
+        )
+    };
     let deadline = tokio::time::Instant::now() + limits.timeout;
     let mut sent = Box::pin(tokio::time::timeout_at(deadline, sent));
     // The answer, or the first chunk of a body that has begun streaming.
@@ -444,15 +454,7 @@ async fn execute(
                         QueryError::Panicked(m) => ApiError::Internal(m),
                     })?,
                 };
-                return Ok(respond(
-                    state,
-                    csv,
-                    &disposition,
-                    warning_header.as_deref(),
-                    age,
-                    &unavailable,
-                )
-                .body(Admitted {
+                return Ok(head().body(Admitted {
                     body: Some(body.into()),
                     _permit: permit,
                 }));
@@ -478,15 +480,7 @@ async fn execute(
         let _held = &permit;
         c
     });
-    Ok(respond(
-        state,
-        csv,
-        &disposition,
-        warning_header.as_deref(),
-        age,
-        &unavailable,
-    )
-    .streaming(body))
+    Ok(head().streaming(body))
 }
 
 /// How many chunks of a streamed body may wait for the client (each `json::CHUNK` bytes).

@@ -185,37 +185,29 @@ fn map_entries(m: &Map) -> impl Iterator<Item = (&str, &str)> {
     m.iter().map(|(k, v)| (k.as_str(), v.as_str()))
 }
 
-impl MetaSource for PodMeta {
-    fn services(&self) -> impl Iterator<Item = &str> {
-        self.services.iter().map(String::as_str)
-    }
-    fn map(&self, which: usize) -> impl Iterator<Item = (&str, &str)> {
-        map_entries(
-            [
-                &self.labels,
-                &self.annotations,
-                &self.namespace_labels,
-                &self.namespace_annotations,
-            ][which],
-        )
-    }
+/// [`MetaSource`] for a type with the four maps and the service list as fields.
+macro_rules! meta_source_of_fields {
+    ($t:ty) => {
+        impl MetaSource for $t {
+            fn services(&self) -> impl Iterator<Item = &str> {
+                self.services.iter().map(String::as_str)
+            }
+            fn map(&self, which: usize) -> impl Iterator<Item = (&str, &str)> {
+                map_entries(
+                    [
+                        &self.labels,
+                        &self.annotations,
+                        &self.namespace_labels,
+                        &self.namespace_annotations,
+                    ][which],
+                )
+            }
+        }
+    };
 }
 
-impl MetaSource for AllocationProperties {
-    fn services(&self) -> impl Iterator<Item = &str> {
-        self.services.iter().map(String::as_str)
-    }
-    fn map(&self, which: usize) -> impl Iterator<Item = (&str, &str)> {
-        map_entries(
-            [
-                &self.labels,
-                &self.annotations,
-                &self.namespace_labels,
-                &self.namespace_annotations,
-            ][which],
-        )
-    }
-}
+meta_source_of_fields!(PodMeta);
+meta_source_of_fields!(AllocationProperties);
 
 /// The hash of a pod's metadata, the same whatever its source.
 fn meta_hash(src: &impl MetaSource) -> u64 {

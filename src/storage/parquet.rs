@@ -130,6 +130,25 @@ pub enum DecodeError {
     },
 }
 
+impl DecodeError {
+    /// A batch's error with its row counted from the file's start (the batch starts at
+    /// `first_row`).
+    fn in_file(self, first_row: usize) -> Self {
+        match self {
+            DecodeError::Value {
+                column,
+                row,
+                problem,
+            } => DecodeError::Value {
+                column,
+                row: row + first_row,
+                problem,
+            },
+            other => other,
+        }
+    }
+}
+
 fn value_err(column: &str, row: usize, problem: impl Into<String>) -> DecodeError {
     DecodeError::Value {
         column: column.to_string(),
@@ -1502,18 +1521,7 @@ fn allocation_columns_of(
     let mut first_row = 0;
     for batch in &r.batches {
         let values = decode_batch(&r.facts, &columns, batch, first_row, &PROPERTY_COLUMNS)?;
-        let with_row = |e: DecodeError| match e {
-            DecodeError::Value {
-                column,
-                row,
-                problem,
-            } => DecodeError::Value {
-                column,
-                row: row + first_row,
-                problem,
-            },
-            other => other,
-        };
+        let with_row = |e: DecodeError| e.in_file(first_row);
         let mut strings = [None; 9];
         for (k, name) in PROPERTY_COLUMNS[..9].iter().enumerate() {
             let a = downcast::<StringArray>(column(batch, name)?, name)?;
@@ -1728,18 +1736,7 @@ fn decode_batch<T: Default>(
         if skip.contains(&c.name) {
             continue;
         }
-        decode(column(batch, c.name)?, &mut rows, c.name).map_err(|e| match e {
-            DecodeError::Value {
-                column,
-                row,
-                problem,
-            } => DecodeError::Value {
-                column,
-                row: row + first_row,
-                problem,
-            },
-            other => other,
-        })?;
+        decode(column(batch, c.name)?, &mut rows, c.name).map_err(|e| e.in_file(first_row))?;
     }
     Ok(rows)
 }
