@@ -151,6 +151,13 @@ fn queries() -> Vec<(&'static str, String)> {
         "aggregate=namespace&accumulate=true&costMetric=monthly",
         "aggregate=namespace&step=2d",
         "aggregate=namespace&accumulateBy=week",
+        "aggregate=pod&accumulate=true&shareNamespaces=kube-system",
+        "accumulate=true&shareNamespaces=kube-system&shareSplit=even&shareCost=30.42",
+        "aggregate=container&accumulate=true&shareLabels=team%3Aplatform&includeSharedCostBreakdown=false&shareIdle=true",
+        "aggregate=pod&accumulate=true&costMetric=hourly",
+        "accumulate=true&filter=namespace%3A%22default%22&offset=3&limit=20&splitIdle=true",
+        "aggregate=namespace,pod&accumulate=true&idle=false",
+        "aggregate=pod&step=2d&shareIdle=true",
         "aggregate=namespace&accumulate=true&format=csv",
         "accumulate=true&format=csv",
     ] {
@@ -177,6 +184,8 @@ fn queries() -> Vec<(&'static str, String)> {
         ));
     }
     alloc("window=24h".into());
+    alloc("window=48h&aggregate=pod".into());
+    alloc("window=7d&accumulate=true&costMetric=daily&shareIdle=true".into());
     alloc("window=24h&accumulate=true&aggregate=pod".into());
     alloc("window=today&accumulate=true".into());
     for (path, params) in [

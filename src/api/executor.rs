@@ -265,8 +265,15 @@ fn answer_into(
                     match step {
                         Step::Encoded(b) => body.encoded_item(b),
                         Step::Result(r) => body.item(&json::AllocationSetJson(&r)),
+                        Step::Rows(r) => body.item(&json::RowsJson(r, cancel)),
                     }
-                    .map_err(QueryError::from)
+                    .map_err(|e| {
+                        if cancel.is_cancelled() {
+                            QueryError::Cancelled
+                        } else {
+                            QueryError::from(e)
+                        }
+                    })
                 },
             )?;
             Ok(body.close_array(warning)?)

@@ -5,7 +5,8 @@ use serde::ser::{SerializeMap, SerializeStruct};
 use serde::{Serialize, Serializer};
 
 use crate::model::{Allocation, Asset, Window};
-use crate::query::{AllocationResult, AssetResult};
+use crate::query::{AllocationResult, AssetResult, Rows};
+use tokio_util::sync::CancellationToken;
 
 /// A float as OpenCost writes it.
 pub struct F(pub f64);
@@ -198,6 +199,26 @@ impl Serialize for AllocationSetJson<'_> {
         for a in &self.0.allocations {
             m.serialize_entry(&a.name, &AllocationJson(a))?;
         }
+        m.end()
+    }
+}
+
+/// One allocation set whose rows are built as they are written ([`Rows`]): the same bytes as
+/// [`AllocationSetJson`] of the whole set, without holding it.
+/// Stops with an error once `cancel` fires (building a row costs a few microseconds; a big
+/// answer has hundreds of thousands).
+pub struct RowsJson<'a>(pub &'a Rows<'a>, pub &'a CancellationToken);
+impl Serialize for RowsJson<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(self.0.len()))?;
+        let mut n = 0usize;
+        self.0.try_for_each(|a| {
+            n += 1;
+            if n.is_multiple_of(1024) && self.1.is_cancelled() {
+                return Err(serde::ser::Error::custom("cancelled"));
+            }
+            m.serialize_entry(&a.name, &AllocationJson(a))
+        })?;
         m.end()
     }
 }

@@ -18,12 +18,14 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 
+use super::rows::Rows;
 use super::{
     AggregateBy, AllocationQuery, AllocationResult, CANCEL_CHECK_ROWS, Cancelled, Cost, CostMetric,
     ENCODE_WEIGHT, ShareSplit, Sharing, rank_and_page, share,
 };
 use crate::model::{
     Allocation, AllocationColumns, AllocationProperties, IDLE, Resolution, SharedCostBreakdown,
+    Window,
 };
 
 /// Loaded allocation sets by resolution and window start.
@@ -46,6 +48,8 @@ pub enum Step<'a> {
     Encoded(&'a [u8]),
     /// The step's answer, to encode.
     Result(AllocationResult),
+    /// The step's answer, to encode a row at a time as each is built.
+    Rows(&'a Rows<'a>),
 }
 
 /// An aggregate being built, and the (pod, container) last intersected into its properties:
@@ -93,7 +97,9 @@ impl AllocationQuery {
     /// query, a day of a `7d` one) with a small answer is encoded once per set and query shape
     /// and kept in the set's cache: loaded sets never change, so the next such query copies
     /// the bytes instead of adding and encoding again. Other steps are handed on as results,
-    /// to be encoded where they go (a big one is streamed, never held encoded).
+    /// to be encoded where they go (a big one is streamed, never held encoded); an answer with
+    /// about a row per row scanned (by pod, by container, or none) as [`Rows`], each row built
+    /// only as it is encoded.
     pub fn run_each_encoded<E: From<Cancelled>>(
         &self,
         sets: &AllocationSets,
@@ -112,24 +118,35 @@ impl AllocationQuery {
                 (Some((_, set)), None) if set.window == step => Some(set),
                 _ => None,
             };
-            let Some(set) = whole else {
-                emit(Step::Result(
-                    self.step_result(sets, resolution, step, cancel)?,
-                ))?;
-                continue;
-            };
-            let key = format!(
-                "json|{}|{:?}|{}|{:?}|{step:?}",
-                self.shape(),
-                self.cost_metric,
-                self.offset,
-                self.limit
-            );
-            if let Some(bytes) = set.cache.get::<Vec<u8>>(&key) {
+            let key = whole.map(|_| {
+                format!(
+                    "json|{}|{:?}|{}|{:?}|{step:?}",
+                    self.shape(),
+                    self.cost_metric,
+                    self.offset,
+                    self.limit
+                )
+            });
+            if let (Some(set), Some(key)) = (whole, &key)
+                && let Some(bytes) = set.cache.get::<Vec<u8>>(key)
+            {
                 emit(Step::Encoded(&bytes))?;
                 continue;
             }
-            let result = self.step_result(sets, resolution, step, cancel)?;
+            let result = if self.per_row() {
+                let rows = self.step_rows(sets, resolution, step, cancel)?;
+                if whole.is_none() || rows.len() > CACHE_MAX_GROUPS {
+                    emit(Step::Rows(&rows))?;
+                    continue;
+                }
+                rows.into_result()
+            } else {
+                self.step_result(sets, resolution, step, cancel)?
+            };
+            let (Some(set), Some(key)) = (whole, key) else {
+                emit(Step::Result(result))?;
+                continue;
+            };
             if result.allocations.len() > CACHE_MAX_GROUPS {
                 emit(Step::Result(result))?;
                 continue;
@@ -148,19 +165,16 @@ impl AllocationQuery {
         &self,
         sets: &AllocationSets,
         resolution: Resolution,
-        step: crate::model::Window,
+        step: Window,
         cancel: &CancellationToken,
     ) -> Result<AllocationResult, Cancelled> {
+        if self.per_row() {
+            return Ok(self
+                .step_rows(sets, resolution, step, cancel)?
+                .into_result());
+        }
         let range = sets.range((resolution, step.start)..(resolution, step.end));
-        let covered: f64 = sets
-            .range((resolution, step.start)..(resolution, step.end))
-            .map(|(_, s)| {
-                (s.data_end.min(s.window.end) - s.window.start)
-                    .num_seconds()
-                    .max(0) as f64
-            })
-            .sum::<f64>()
-            / 3600.0;
+        let covered = covered_hours(sets, resolution, step);
         let mut allocations = self.aggregate_sets(range.map(|(_, s)| s.as_ref()), cancel)?;
         let factor = self.cost_metric.factor(covered);
         for a in &mut allocations {
@@ -182,6 +196,29 @@ impl AllocationQuery {
         })
     }
 
+    /// One step's answer as [`Rows`], built as they are read.
+    fn step_rows<'a>(
+        &'a self,
+        sets: &'a AllocationSets,
+        resolution: Resolution,
+        step: Window,
+        cancel: &CancellationToken,
+    ) -> Result<Rows<'a>, Cancelled> {
+        let range = sets.range((resolution, step.start)..(resolution, step.end));
+        let covered = covered_hours(sets, resolution, step);
+        self.rows(range.map(|(_, s)| s.as_ref()), step, covered, cancel)
+    }
+
+    /// Whether the answer has about one row per row scanned (by pod or container, or not
+    /// aggregated): such an answer is built a row at a time as it is written ([`Rows`]).
+    fn per_row(&self) -> bool {
+        self.aggregate.is_empty()
+            || self
+                .aggregate
+                .iter()
+                .any(|a| matches!(a, AggregateBy::Pod | AggregateBy::Container))
+    }
+
     /// The query's estimated work on these sets (see [`Cost`]).
     pub fn cost(&self, sets: &AllocationSets, now: DateTime<Utc>) -> Cost {
         let (resolution, steps) = self.plan(now);
@@ -190,13 +227,7 @@ impl AllocationQuery {
             .flat_map(|w| sets.range((resolution, w.start)..(resolution, w.end)))
             .map(|(_, s)| s.len() as u64)
             .sum();
-        // Aggregations by pod or container (or none) give about one output row per input row.
-        let per_row = self.aggregate.is_empty()
-            || self
-                .aggregate
-                .iter()
-                .any(|a| matches!(a, AggregateBy::Pod | AggregateBy::Container));
-        let encoded = if per_row {
+        let encoded = if self.per_row() {
             self.limit
                 .map_or(rows, |l| rows.min(l as u64 * steps.len() as u64))
         } else {
@@ -243,7 +274,7 @@ impl AllocationQuery {
 
     /// The aggregate a first member starts: its properties, less the labels and annotations
     /// unless the query keeps shared metadata (the aggregated label or annotation stays).
-    fn start_aggregate(&self, mut agg: Allocation, key: &str) -> Allocation {
+    pub(super) fn start_aggregate(&self, mut agg: Allocation, key: &str) -> Allocation {
         if !self.aggregate.is_empty() && !self.include_aggregated_metadata {
             let p = &mut agg.properties;
             let keep = |by: &AggregateBy, label: bool, k: &String| match by {
@@ -305,6 +336,23 @@ impl AllocationQuery {
         set: &AllocationColumns,
         cancel: &CancellationToken,
     ) -> Result<Reduced, Cancelled> {
+        let r = self.reduce_set(set, cancel, None)?;
+        Ok(r.groups
+            .into_iter()
+            .map(|(k, _, a)| (k, a))
+            .chain(r.idle)
+            .collect())
+    }
+
+    /// [`Self::reduce`], keeping apart what [`super::rows`] needs: each aggregate's group
+    /// id, the idle aggregates, what was spread onto each aggregate, and (into `members`) each
+    /// row that joined an aggregate as (group id, row), in row order.
+    pub(super) fn reduce_set(
+        &self,
+        set: &AllocationColumns,
+        cancel: &CancellationToken,
+        mut members: Option<&mut Vec<(u32, u32)>>,
+    ) -> Result<SetReduction, Cancelled> {
         let sharing = self.sharing.is_active().then_some(&self.sharing);
         // Groups of the answer, and by key; per pod, its group when the key depends on the pod
         // alone (`u32::MAX`: not known yet).
@@ -393,13 +441,17 @@ impl AllocationQuery {
                 let g = match by_key.get(&key) {
                     Some(&g) => g,
                     None => {
+                        let g = groups.len();
                         groups.push(Group {
                             agg: self.start_aggregate(set.row(i), &key),
                             last: (pod_id, container_id),
                         });
-                        by_key.insert(key, groups.len() - 1);
+                        by_key.insert(key, g);
                         if per_pod {
-                            pod_group[pod_id as usize] = (groups.len() - 1) as u32;
+                            pod_group[pod_id as usize] = g as u32;
+                        }
+                        if let Some(m) = members.as_deref_mut() {
+                            m.push((g as u32, i as u32));
                         }
                         continue;
                     }
@@ -409,6 +461,9 @@ impl AllocationQuery {
                 }
                 g
             };
+            if let Some(m) = members.as_deref_mut() {
+                m.push((g as u32, i as u32));
+            }
             let group = &mut groups[g];
             set.load_values(i, &mut row);
             group.agg.add_values(&row);
@@ -417,10 +472,11 @@ impl AllocationQuery {
                 group.last = (pod_id, container_id);
             }
         }
-        let mut out: BTreeMap<String, Allocation> = by_key
+        let mut out: Vec<(String, u32, Allocation)> = by_key
             .into_iter()
-            .map(|(k, g)| (k, std::mem::take(&mut groups[g].agg)))
+            .map(|(k, g)| (k, g as u32, std::mem::take(&mut groups[g].agg)))
             .collect();
+        out.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         if self.idle {
             for &i in idle_rows {
                 let a = set.row(i as usize);
@@ -462,87 +518,163 @@ impl AllocationQuery {
         }
         // Shared costs are weighted by each allocation's own cost, before idle is spread
         // onto it: the weights then add up to the part of the base the answer holds.
-        if let Some(sh) = sharing {
+        let shares = sharing.map(|sh| {
             let hours =
                 (set.data_end.min(set.window.end) - set.window.start).num_seconds() as f64 / 3600.0;
-            share_costs(
-                &mut out,
-                &shared,
-                sh,
-                hours.max(0.0),
-                base_cost,
-                base_keys.len(),
-            );
+            Shares::new(shared, sh, hours.max(0.0), base_cost, base_keys.len())
+        });
+        if let Some(s) = &shares {
+            for (_, _, a) in &mut out {
+                s.apply(a);
+            }
         }
-        if self.share_idle {
-            share_idle(&mut out, idle.values());
+        let idle_spread = self
+            .share_idle
+            .then(|| IdleSpread::new(out.iter().map(|(_, _, a)| a), idle.values()));
+        if let Some(s) = &idle_spread {
+            for (_, _, a) in &mut out {
+                s.apply(a);
+            }
             idle.clear();
         }
-        Ok(out.into_iter().chain(idle).collect())
+        Ok(SetReduction {
+            groups: out,
+            idle,
+            spread: Spread {
+                shares,
+                idle: idle_spread,
+            },
+        })
     }
 }
 
-/// Adds each shared allocation's cost (and the fixed shared cost over `hours`) to the
-/// allocations of `out`: its part is its total cost over `base_cost` (`weighted`) or one over
-/// `base_count` (`even`), the base being every allocation the shares are split over, filtered
-/// or not, so that a filtered answer gets the same shares as the whole one.
-fn share_costs(
-    out: &mut BTreeMap<String, Allocation>,
-    shared: &BTreeMap<String, Allocation>,
-    sharing: &Sharing,
-    hours: f64,
+/// One set reduced by [`AllocationQuery::reduce_set`].
+pub(super) struct SetReduction {
+    /// The aggregates in key order: (key, group id, aggregate), shared and idle costs spread.
+    pub(super) groups: Vec<(String, u32, Allocation)>,
+    /// The idle aggregates by key (none when idle is shared).
+    pub(super) idle: BTreeMap<String, Allocation>,
+    /// What was spread onto each aggregate.
+    pub(super) spread: Spread,
+}
+
+/// What a set's reduction spreads onto each of its aggregates: its shared costs, then its idle
+/// costs. Applied to an aggregate of the set, it gives what the reduction gave.
+pub(super) struct Spread {
+    shares: Option<Shares>,
+    idle: Option<IdleSpread>,
+}
+
+impl Spread {
+    /// Spreads onto `a`, an aggregate of the set before spreading.
+    pub(super) fn apply(&self, a: &mut Allocation) {
+        if let Some(s) = &self.shares {
+            s.apply(a);
+        }
+        if let Some(s) = &self.idle {
+            s.apply(a);
+        }
+    }
+}
+
+/// A set's shared costs, as [`Shares::apply`] adds them to each allocation of the answer.
+struct Shares {
+    /// The shared allocations by key, then the fixed shared cost (`__shared__`).
+    items: Vec<(String, Allocation)>,
+    split: ShareSplit,
+    breakdown: bool,
     base_cost: f64,
     base_count: usize,
-) {
-    let fixed = sharing.fixed_cost(hours);
-    let fixed_alloc = Allocation {
-        external_cost: fixed,
-        ..Allocation::default()
-    };
-    let items = shared
-        .iter()
-        .map(|(k, a)| (k.as_str(), a))
-        .chain((fixed > 0.0).then_some((share::SHARED, &fixed_alloc)));
-    let items: Vec<(&str, &Allocation)> = items.collect();
-    for a in out.values_mut() {
-        if a.is_idle() {
-            continue;
+}
+
+impl Shares {
+    /// Each shared allocation's cost (and the fixed shared cost over `hours`) is spread over
+    /// the answer: an allocation's part is its total cost over `base_cost` (`weighted`) or one
+    /// over `base_count` (`even`), the base being every allocation the shares are split over,
+    /// filtered or not, so that a filtered answer gets the same shares as the whole one.
+    fn new(
+        shared: BTreeMap<String, Allocation>,
+        sharing: &Sharing,
+        hours: f64,
+        base_cost: f64,
+        base_count: usize,
+    ) -> Self {
+        let fixed = sharing.fixed_cost(hours);
+        let mut items: Vec<(String, Allocation)> = shared.into_iter().collect();
+        if fixed > 0.0 {
+            items.push((
+                share::SHARED.to_string(),
+                Allocation {
+                    external_cost: fixed,
+                    ..Allocation::default()
+                },
+            ));
         }
-        let coefficient = match sharing.split {
-            ShareSplit::Weighted if base_cost > 0.0 => a.total_cost() / base_cost,
-            ShareSplit::Even if base_count > 0 => 1.0 / base_count as f64,
+        Shares {
+            items,
+            split: sharing.split,
+            breakdown: sharing.breakdown,
+            base_cost,
+            base_count,
+        }
+    }
+
+    /// Adds to `a` its part of the shared costs.
+    fn apply(&self, a: &mut Allocation) {
+        if a.is_idle() {
+            return;
+        }
+        let coefficient = match self.split {
+            ShareSplit::Weighted if self.base_cost > 0.0 => a.total_cost() / self.base_cost,
+            ShareSplit::Even if self.base_count > 0 => 1.0 / self.base_count as f64,
             _ => 0.0,
         };
         let mut received = 0.0;
-        for (name, s) in &items {
+        for (name, s) in &self.items {
             let part = SharedCostBreakdown::part_of(name, s, coefficient);
             received += part.total_cost;
-            if sharing.breakdown {
-                a.shared_cost_breakdown.insert((*name).to_string(), part);
+            if self.breakdown {
+                a.shared_cost_breakdown.insert(name.clone(), part);
             }
         }
         a.shared_cost += received;
     }
 }
 
-/// Spreads idle CPU, GPU and RAM cost over the allocations in proportion to each one's cost of
-/// that resource (Kubecost's shareIdle).
-fn share_idle<'a>(
-    out: &mut BTreeMap<String, Allocation>,
-    idle: impl Iterator<Item = &'a Allocation>,
-) {
-    let (mut cpu, mut gpu, mut ram) = (0.0, 0.0, 0.0);
-    for i in idle {
-        cpu += i.cpu_cost;
-        gpu += i.gpu_cost;
-        ram += i.ram_cost;
+/// A set's idle CPU, GPU and RAM cost, spread over the allocations in proportion to each one's
+/// cost of that resource (Kubecost's shareIdle).
+struct IdleSpread {
+    idle: [f64; 3],
+    total: [f64; 3],
+}
+
+impl IdleSpread {
+    /// The idle costs of `idle` and the totals of `out`, which the idle is spread over.
+    fn new<'a>(
+        out: impl Iterator<Item = &'a Allocation> + Clone,
+        idle: impl Iterator<Item = &'a Allocation>,
+    ) -> Self {
+        let (mut cpu, mut gpu, mut ram) = (0.0, 0.0, 0.0);
+        for i in idle {
+            cpu += i.cpu_cost;
+            gpu += i.gpu_cost;
+            ram += i.ram_cost;
+        }
+        let total_cpu: f64 = out.clone().map(|a| a.cpu_cost).sum();
+        let total_gpu: f64 = out.clone().map(|a| a.gpu_cost).sum();
+        let total_ram: f64 = out.map(|a| a.ram_cost).sum();
+        IdleSpread {
+            idle: [cpu, gpu, ram],
+            total: [total_cpu, total_gpu, total_ram],
+        }
     }
-    let total_cpu: f64 = out.values().map(|a| a.cpu_cost).sum();
-    let total_gpu: f64 = out.values().map(|a| a.gpu_cost).sum();
-    let total_ram: f64 = out.values().map(|a| a.ram_cost).sum();
-    for a in out.values_mut() {
+
+    /// Adds to `a` its part of the idle costs.
+    fn apply(&self, a: &mut Allocation) {
         let part =
             |own: f64, total: f64, idle: f64| if total > 0.0 { idle * own / total } else { 0.0 };
+        let [cpu, gpu, ram] = self.idle;
+        let [total_cpu, total_gpu, total_ram] = self.total;
         let (c, g, r) = (
             part(a.cpu_cost, total_cpu, cpu),
             part(a.gpu_cost, total_gpu, gpu),
@@ -555,4 +687,16 @@ fn share_idle<'a>(
         a.ram_cost += r;
         a.ram_cost_idle += r;
     }
+}
+
+/// The hours of data the sets of `step` hold.
+fn covered_hours(sets: &AllocationSets, resolution: Resolution, step: Window) -> f64 {
+    sets.range((resolution, step.start)..(resolution, step.end))
+        .map(|(_, s)| {
+            (s.data_end.min(s.window.end) - s.window.start)
+                .num_seconds()
+                .max(0) as f64
+        })
+        .sum::<f64>()
+        / 3600.0
 }

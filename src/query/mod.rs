@@ -5,6 +5,7 @@ mod allocations;
 mod assets;
 pub mod filter;
 mod plan;
+mod rows;
 mod share;
 mod v1;
 pub mod window;
@@ -13,6 +14,7 @@ pub use allocations::{AllocationSets, Step};
 pub use assets::{ANY, AssetProperty, AssetQuery, AssetResult, AssetSets, parse_asset_query};
 pub use plan::{Bounds, DEFAULT_HOURLY_RETENTION_HOURS};
 pub(crate) use plan::{check_steps, reads_daily, steps, widen};
+pub use rows::Rows;
 pub use share::{ShareSplit, Sharing};
 
 use std::collections::HashMap;
@@ -549,7 +551,7 @@ const CANCEL_CHECK_ROWS: usize = 1024;
 pub type Cost = u64;
 
 /// What one output row weighs against one row scanned. Scanning is a few hundred nanoseconds;
-/// an output row is a JSON allocation of about 1.5 KB to format and hold until it is sent, so
-/// its weight is set by memory as much as by time: 20,000 output rows weigh as much as five
-/// million rows scanned.
+/// an output row is rebuilt from its rows and formatted as about 1.5 KB of JSON (microseconds),
+/// and it holds a response open while it is sent: 20,000 output rows weigh as much as five
+/// million rows scanned, so a few big answers are sorted apart from the cheap ones.
 pub(crate) const ENCODE_WEIGHT: u64 = 250;
