@@ -252,7 +252,7 @@ impl AllocationQuery {
     }
 
     /// Row `i`'s aggregation key.
-    fn row_key(&self, set: &AllocationColumns, i: usize) -> String {
+    pub(super) fn row_key(&self, set: &AllocationColumns, i: usize) -> String {
         if self.aggregate.is_empty() {
             return set.name(i);
         }

@@ -4,11 +4,14 @@
 //! Such an answer is as big as the data it reads: 30 days of 10,000 pods unaggregated is about
 //! 550,000 rows and 800 MB of JSON. Holding it as whole `Allocation`s (labels and all, about
 //! 2 KB each) before writing the first row took gigabytes. Here a step keeps, per output row,
-//! only its key and the costs its rank is sorted by (exactly the sums `Allocation::add` makes),
-//! and which rows of which sets it was made of; once ranked, each row is rebuilt from those
-//! rows when it is written (the same additions, in the same order, so the same bytes), then
-//! dropped.
+//! which rows of which sets it is made of (8 bytes a row, 4 a group) and its total cost (8
+//! bytes): each set is reduced in turn and only its aggregates' members are noted; each
+//! group's cost is then added up from its rows alone (numbers, no properties), the groups
+//! ranked, and each row rebuilt from its rows when it is written (the same additions, in the
+//! same order as a step of whole allocations makes them, so the same bytes), then dropped.
+//! Keys are not kept either: a group's key is its first row's, computed again when needed.
 
+use std::cmp::Ordering;
 use std::collections::BTreeMap;
 use std::hash::BuildHasher;
 
@@ -19,84 +22,6 @@ use tokio_util::sync::CancellationToken;
 use super::allocations::Spread;
 use super::{AllocationQuery, AllocationResult, Cancelled, CostMetric};
 use crate::model::{Allocation, AllocationColumns, Window};
-
-/// The costs of an aggregate that its total cost is made of, summed as `Allocation::add` sums
-/// them, so that [`Costs::total`] is bit for bit the total cost of the whole aggregate.
-#[derive(Debug, Default)]
-struct Costs {
-    cpu: f64,
-    cpu_adjustment: f64,
-    gpu: f64,
-    gpu_adjustment: f64,
-    ram: f64,
-    ram_adjustment: f64,
-    /// Each volume's cost, by key (`pvs`).
-    pvs: BTreeMap<String, f64>,
-    pv_adjustment: f64,
-    network: f64,
-    network_adjustment: f64,
-    load_balancer: f64,
-    load_balancer_adjustment: f64,
-    shared: f64,
-    external: f64,
-}
-
-impl Costs {
-    /// The costs of `a`: what an aggregate starts as when `a` is its first part.
-    fn of(a: &Allocation) -> Self {
-        Costs {
-            cpu: a.cpu_cost,
-            cpu_adjustment: a.cpu_cost_adjustment,
-            gpu: a.gpu_cost,
-            gpu_adjustment: a.gpu_cost_adjustment,
-            ram: a.ram_cost,
-            ram_adjustment: a.ram_cost_adjustment,
-            pvs: a.pvs.iter().map(|(k, pv)| (k.clone(), pv.cost)).collect(),
-            pv_adjustment: a.pv_cost_adjustment,
-            network: a.network_cost,
-            network_adjustment: a.network_cost_adjustment,
-            load_balancer: a.load_balancer_cost,
-            load_balancer_adjustment: a.load_balancer_cost_adjustment,
-            shared: a.shared_cost,
-            external: a.external_cost,
-        }
-    }
-
-    /// Adds the costs of `a`, as `Allocation::add_values` does.
-    fn add(&mut self, a: &Allocation) {
-        self.cpu += a.cpu_cost;
-        self.cpu_adjustment += a.cpu_cost_adjustment;
-        self.gpu += a.gpu_cost;
-        self.gpu_adjustment += a.gpu_cost_adjustment;
-        self.network += a.network_cost;
-        self.network_adjustment += a.network_cost_adjustment;
-        self.load_balancer += a.load_balancer_cost;
-        self.load_balancer_adjustment += a.load_balancer_cost_adjustment;
-        self.pv_adjustment += a.pv_cost_adjustment;
-        self.ram += a.ram_cost;
-        self.ram_adjustment += a.ram_cost_adjustment;
-        self.external += a.external_cost;
-        self.shared += a.shared_cost;
-        for (k, pv) in &a.pvs {
-            *self.pvs.entry(k.clone()).or_insert(0.0) += pv.cost;
-        }
-    }
-
-    /// The total cost, each cost first multiplied by `factor` as `Allocation::scale_costs`
-    /// does: `Allocation::total_cost`'s sum, in its order.
-    fn total(&self, factor: Option<f64>) -> f64 {
-        let f = |v: f64| factor.map_or(v, |f| v * f);
-        let pv: f64 = self.pvs.values().map(|&c| f(c)).sum();
-        (f(self.cpu) + f(self.cpu_adjustment))
-            + (f(self.gpu) + f(self.gpu_adjustment))
-            + (f(self.ram) + f(self.ram_adjustment))
-            + (pv + f(self.pv_adjustment))
-            + (f(self.network) + f(self.network_adjustment))
-            + (f(self.load_balancer) + f(self.load_balancer_adjustment))
-            + f(self.shared)
-            + f(self.external)
-    }
-}
 
 /// One row of the answer, in rank order.
 #[derive(Clone, Copy, Debug)]
@@ -116,7 +41,6 @@ pub struct Rows<'a> {
     sets: Vec<&'a AllocationColumns>,
     /// What each set's reduction spread onto its aggregates.
     spreads: Vec<Spread>,
-    keys: Vec<Box<str>>,
     /// The rows each group was made of, (set, row), group after group, in set then row order.
     members: Vec<(u32, u32)>,
     /// Where each group's members start in `members` (and, last, where they end).
@@ -127,7 +51,7 @@ pub struct Rows<'a> {
 
 impl AllocationQuery {
     /// The step `window` of the sets `sets`, covering `covered` hours, as [`Rows`]: each set
-    /// reduced in turn, its aggregates' costs added up by key, and its members noted.
+    /// reduced in turn and its aggregates' members noted by key, then the groups ranked.
     pub(super) fn rows<'a>(
         &'a self,
         sets: impl Iterator<Item = &'a AllocationColumns>,
@@ -138,36 +62,41 @@ impl AllocationQuery {
         let factor =
             (self.cost_metric != CostMetric::Cumulative).then(|| self.cost_metric.factor(covered));
         let hasher = FxBuildHasher;
-        let mut index: HashTable<u32> = HashTable::new();
-        let mut keys: Vec<Box<str>> = Vec::new();
-        let mut costs: Vec<Costs> = Vec::new();
+        // (hash of the key, group); a group's key is its first member's.
+        let mut index: HashTable<(u64, u32)> = HashTable::new();
+        let mut first: Vec<(u32, u32)> = Vec::new();
         // (group, set, row) of every member, in set then row order.
         let mut flat: Vec<(u32, u32, u32)> = Vec::new();
         let mut held: BTreeMap<String, Allocation> = BTreeMap::new();
         let mut spreads = Vec::new();
-        let mut set_list = Vec::new();
+        let mut set_list: Vec<&AllocationColumns> = Vec::new();
         let mut local_members = Vec::new();
         for (s, set) in sets.enumerate() {
+            set_list.push(set);
             local_members.clear();
             let r = self.reduce_set(set, cancel, Some(&mut local_members))?;
+            // Each local group's first member, to key it by.
+            let mut local_first = vec![u32::MAX; r.groups.len()];
+            for &(local, row) in local_members.iter().rev() {
+                local_first[local as usize] = row;
+            }
             let mut group_of = vec![u32::MAX; r.groups.len()];
-            for (key, local, a) in &r.groups {
+            for (key, local, _) in &r.groups {
                 let hash = hasher.hash_one(key.as_str());
-                let found = index.find(hash, |&g| *keys[g as usize] == **key);
-                let g = match found {
-                    Some(&g) => {
-                        costs[g as usize].add(a);
-                        g
-                    }
+                let key_of =
+                    |&(fs, fr): &(u32, u32)| self.row_key(set_list[fs as usize], fr as usize);
+                let found = index.find(hash, |&(h, g)| {
+                    h == hash && key_of(&first[g as usize]) == *key
+                });
+                group_of[*local as usize] = match found {
+                    Some(&(_, g)) => g,
                     None => {
-                        let g = keys.len() as u32;
-                        index.insert_unique(hash, g, |&g| hasher.hash_one(&*keys[g as usize]));
-                        keys.push(key.as_str().into());
-                        costs.push(Costs::of(a));
+                        let g = first.len() as u32;
+                        first.push((s as u32, local_first[*local as usize]));
+                        index.insert_unique(hash, (hash, g), |&(h, _)| h);
                         g
                     }
                 };
-                group_of[*local as usize] = g;
             }
             flat.extend(
                 local_members
@@ -183,12 +112,13 @@ impl AllocationQuery {
                 }
             }
             spreads.push(r.spread);
-            set_list.push(set);
         }
         drop(index);
+        let groups = first.len();
+        drop(first);
         // Members group after group, each group's in the order they were met.
         flat.sort_by_key(|&(g, _, _)| g);
-        let mut starts = Vec::with_capacity(keys.len() + 1);
+        let mut starts = Vec::with_capacity(groups + 1);
         let mut members = Vec::with_capacity(flat.len());
         for (i, &(g, s, row)) in flat.iter().enumerate() {
             while starts.len() <= g as usize {
@@ -197,7 +127,7 @@ impl AllocationQuery {
             members.push((s, row));
         }
         drop(flat);
-        while starts.len() <= keys.len() {
+        while starts.len() <= groups {
             starts.push(members.len() as u32);
         }
         let held: Vec<Allocation> = held
@@ -210,41 +140,43 @@ impl AllocationQuery {
                 a
             })
             .collect();
-        // Rank as `rank_and_page` does: most expensive first, then by name.
-        let mut ranked: Vec<(f64, Entry)> = (0..keys.len())
-            .map(|g| (costs[g].total(factor), Entry::Group(g as u32)))
-            .chain(
-                held.iter()
-                    .enumerate()
-                    .map(|(i, a)| (a.total_cost(), Entry::Held(i as u32))),
-            )
-            .collect();
-        drop(costs);
-        let name = |e: &Entry| match *e {
-            Entry::Group(g) => &*keys[g as usize],
-            Entry::Held(i) => held[i as usize].name.as_str(),
-        };
-        ranked.sort_by(|(ca, a), (cb, b)| cb.total_cmp(ca).then_with(|| name(a).cmp(name(b))));
-        let order = ranked
-            .into_iter()
-            .map(|(_, e)| e)
-            .skip(self.offset)
-            .take(self.limit.unwrap_or(usize::MAX))
-            .collect();
-        Ok(Rows {
+        let mut rows = Rows {
             query: self,
             window,
             factor,
             sets: set_list,
             spreads,
-            keys,
             members,
             starts,
             held,
-            order,
-        })
+            order: Vec::new(),
+        };
+        let mut ranked: Vec<(f64, Entry)> = Vec::with_capacity(groups + rows.held.len());
+        for g in 0..groups as u32 {
+            if (g as usize).is_multiple_of(CANCEL_CHECK_GROUPS) && cancel.is_cancelled() {
+                return Err(Cancelled);
+            }
+            ranked.push((rows.total_cost(g), Entry::Group(g)));
+        }
+        ranked.extend(
+            rows.held
+                .iter()
+                .enumerate()
+                .map(|(i, a)| (a.total_cost(), Entry::Held(i as u32))),
+        );
+        rows.rank(&mut ranked);
+        rows.order = ranked
+            .into_iter()
+            .map(|(_, e)| e)
+            .skip(self.offset)
+            .take(self.limit.unwrap_or(usize::MAX))
+            .collect();
+        Ok(rows)
     }
 }
+
+/// How many groups are costed between two looks at the cancellation token.
+const CANCEL_CHECK_GROUPS: usize = 4096;
 
 impl Rows<'_> {
     /// How many rows the answer has.
@@ -290,25 +222,84 @@ impl Rows<'_> {
         }
     }
 
+    /// Sorts as `rank_and_page` does: most expensive first, then by name. Names are
+    /// computed only for the groups whose costs are equal.
+    fn rank(&self, ranked: &mut [(f64, Entry)]) {
+        ranked.sort_by(|(a, _), (b, _)| b.total_cmp(a));
+        for tie in ranked.chunk_by_mut(|(a, _), (b, _)| a.total_cmp(b) == Ordering::Equal) {
+            if tie.len() > 1 {
+                let mut named: Vec<(String, (f64, Entry))> =
+                    tie.iter().map(|&(c, e)| (self.name(e), (c, e))).collect();
+                named.sort_by(|(a, _), (b, _)| a.cmp(b));
+                for (slot, (_, item)) in tie.iter_mut().zip(named) {
+                    *slot = item;
+                }
+            }
+        }
+    }
+
+    /// An entry's name: a group's key, which is its first member's.
+    fn name(&self, e: Entry) -> String {
+        match e {
+            Entry::Held(i) => self.held[i as usize].name.clone(),
+            Entry::Group(g) => self.key(g),
+        }
+    }
+
+    fn key(&self, g: u32) -> String {
+        let (s, row) = self.group_members(g)[0];
+        self.query.row_key(self.sets[s as usize], row as usize)
+    }
+
+    fn group_members(&self, g: u32) -> &[(u32, u32)] {
+        &self.members[self.starts[g as usize] as usize..self.starts[g as usize + 1] as usize]
+    }
+
+    /// Group `g`'s total cost: its row built from its rows' numbers only (properties do not
+    /// change a cost), as [`Self::build`] builds it.
+    fn total_cost(&self, g: u32) -> f64 {
+        let key = self.key(g);
+        let mut row = Allocation::default();
+        self.fold(g, &mut row, |set, first| {
+            let mut agg = Allocation {
+                name: key.clone(),
+                ..Allocation::default()
+            };
+            set.load_values(first, &mut agg);
+            agg
+        })
+        .total_cost()
+    }
+
     /// Group `g`'s row: in each set it is part of, its rows aggregated as the set's reduction
     /// aggregates them and the set's spread applied; those added up in set order; then the
     /// step's window and cost metric, as a step of whole allocations gets them.
     fn build(&self, g: u32) -> Allocation {
-        let key = &*self.keys[g as usize];
-        let members =
-            &self.members[self.starts[g as usize] as usize..self.starts[g as usize + 1] as usize];
-        let mut total: Option<Allocation> = None;
+        let key = self.key(g);
         let mut row = Allocation::default();
-        for run in members.chunk_by(|a, b| a.0 == b.0) {
+        self.fold(g, &mut row, |set, first| {
+            self.query.start_aggregate(set.row(first), &key)
+        })
+    }
+
+    /// [`Self::build`], each set's aggregate started by `start` from its first row.
+    fn fold(
+        &self,
+        g: u32,
+        row: &mut Allocation,
+        start: impl Fn(&AllocationColumns, usize) -> Allocation,
+    ) -> Allocation {
+        let mut total: Option<Allocation> = None;
+        for run in self.group_members(g).chunk_by(|a, b| a.0 == b.0) {
             let s = run[0].0 as usize;
             let set = self.sets[s];
             let first = run[0].1 as usize;
-            let mut agg = self.query.start_aggregate(set.row(first), key);
+            let mut agg = start(set, first);
             let mut last = (set.pod_id(first), set.container_id(first));
             for &(_, i) in &run[1..] {
                 let i = i as usize;
-                set.load_values(i, &mut row);
-                agg.add_values(&row);
+                set.load_values(i, row);
+                agg.add_values(row);
                 let here = (set.pod_id(i), set.container_id(i));
                 if here != last {
                     agg.properties.intersect(&set.props(here.0, here.1));
@@ -327,75 +318,5 @@ impl Rows<'_> {
             a.scale_costs(f);
         }
         a
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::model::PvAllocation;
-
-    /// Costs added as aggregates are, then scaled, total what the whole aggregate totals, bit
-    /// for bit, with volumes met in any order and zeros of either sign.
-    #[test]
-    fn costs_total_what_the_whole_allocation_totals() {
-        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            match seed % 7 {
-                0 => 0.0,
-                1 => -0.0,
-                _ => (seed >> 11) as f64 / (1u64 << 40) as f64,
-            }
-        };
-        for case in 0..200 {
-            let parts: Vec<Allocation> = (0..1 + case % 5)
-                .map(|k| {
-                    let mut a = Allocation {
-                        cpu_cost: next(),
-                        cpu_cost_adjustment: next(),
-                        gpu_cost: next(),
-                        gpu_cost_adjustment: next(),
-                        ram_cost: next(),
-                        ram_cost_adjustment: next(),
-                        pv_cost_adjustment: next(),
-                        network_cost: next(),
-                        network_cost_adjustment: next(),
-                        load_balancer_cost: next(),
-                        load_balancer_cost_adjustment: next(),
-                        shared_cost: next(),
-                        external_cost: next(),
-                        ..Allocation::default()
-                    };
-                    for v in 0..(case + k) % 3 {
-                        a.pvs.insert(
-                            format!("cluster=c:name=pv{}", (v + k) % 4),
-                            PvAllocation {
-                                cost: next(),
-                                ..PvAllocation::default()
-                            },
-                        );
-                    }
-                    a
-                })
-                .collect();
-            let mut whole = parts[0].clone();
-            let mut costs = Costs::of(&parts[0]);
-            for p in &parts[1..] {
-                whole.add(p);
-                costs.add(p);
-            }
-            let factor = (case % 2 == 0).then_some(0.5 + case as f64 / 7.0);
-            if let Some(f) = factor {
-                whole.scale_costs(f);
-            }
-            assert_eq!(
-                costs.total(factor).to_bits(),
-                whole.total_cost().to_bits(),
-                "case {case}"
-            );
-        }
     }
 }
