@@ -21,8 +21,9 @@
 //! - query latency, one client, sequential, after `BENCH_WARMUP` (5) untimed queries, p50/p99/max
 //!   over `BENCH_QUERIES` (200) for 30-day namespace and controller totals and the 24 h and 48 h
 //!   namespace sets (hourly sets), and over `BENCH_BIG_QUERIES` (5) for 30 days by pod and
-//!   unaggregated, with their body size, the follower's CPU time per query (`/proc/<pid>/stat`:
-//!   steadier than latency on a shared machine) and its peak RSS after them;
+//!   unaggregated (and 90 days unaggregated when the data set has them), with their body size,
+//!   the follower's CPU time per query (`/proc/<pid>/stat`: steadier than latency on a shared
+//!   machine) and its RSS and peak RSS after each;
 //! - p50/p99/max with two concurrent clients (30-day namespace and controller totals) for
 //!   `BENCH_CONCURRENT_SECS` (60) while a leader publishes a new generation every few seconds:
 //!   the same binary as a standalone leader on the same bucket, `--etl-interval 5s`, under
@@ -894,16 +895,32 @@ async fn main_run(
     phase(client, p, "24h namespace", h24, warmup, n).await?;
     let h48 = "/model/allocation?window=48h&aggregate=namespace";
     phase(client, p, "48h namespace", h48, warmup, n).await?;
-    let pod = "/model/allocation?window=30d&aggregate=pod&accumulate=true";
-    phase(client, p, "30d pod", pod, 1, big).await?;
-    let all = "/model/allocation?window=30d&accumulate=true";
-    phase(client, p, "30d unaggregated", all, 1, big).await?;
-    let (rss_after, peak_after) = p.rss()?;
-    println!(
-        "  after the big queries: RSS {}, peak {}",
-        mib(rss_after),
-        mib(peak_after)
-    );
+    let mut bigs = vec![
+        (
+            "30d pod",
+            "/model/allocation?window=30d&aggregate=pod&accumulate=true",
+        ),
+        (
+            "30d unaggregated",
+            "/model/allocation?window=30d&accumulate=true",
+        ),
+    ];
+    if size.days >= 90 {
+        bigs.push((
+            "90d unaggregated",
+            "/model/allocation?window=90d&accumulate=true",
+        ));
+    }
+    for (name, path) in bigs {
+        phase(client, p, name, path, 1, big).await?;
+        let (rss_after, peak_after) = p.rss()?;
+        println!(
+            "    after it: RSS {}, peak {} (peak over the steady RSS: {})",
+            mib(rss_after),
+            mib(peak_after),
+            mib(peak_after.saturating_sub(rss))
+        );
+    }
     concurrent_phase(client, &ds, &mut f.proc, size, s, secs).await?;
     f.proc.stop().await?;
     // The leader moved the data set on: it is as fresh as the key says.
