@@ -11,7 +11,8 @@ use chrono::{DateTime, SecondsFormat, Utc};
 
 use super::json::{self, TooLarge};
 use crate::model::{Allocation, Asset, Window};
-use crate::query::{AllocationResult, AssetResult};
+use crate::query::{AllocationResult, AssetResult, Rows};
+use tokio_util::sync::CancellationToken;
 
 /// The header of the asset export.
 pub const ASSET_HEADER: [&str; 21] = [
@@ -170,6 +171,24 @@ impl Csv {
             self.allocation(&start, &end, a)?;
         }
         Ok(())
+    }
+
+    /// Appends one allocation set's rows, built one at a time; stops early (with an error the
+    /// caller reads as the cancellation) once `cancel` fires.
+    pub fn allocation_rows(
+        &mut self,
+        r: &Rows<'_>,
+        cancel: &CancellationToken,
+    ) -> Result<(), TooLarge> {
+        let (start, end) = times(r.window());
+        let mut n = 0usize;
+        r.try_for_each(|a| {
+            n += 1;
+            if n.is_multiple_of(1024) && cancel.is_cancelled() {
+                return Err(TooLarge { limit: self.limit });
+            }
+            self.allocation(&start, &end, a)
+        })
     }
 
     fn allocation(&mut self, start: &str, end: &str, a: &Allocation) -> Result<(), TooLarge> {

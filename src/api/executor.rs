@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use super::csv;
 use super::json::{self, Body, TooLarge};
 use crate::model::{SetKind, Window};
-use crate::query::{AllocationQuery, AssetQuery, Cancelled, Cost, Format, Step};
+use crate::query::{AllocationQuery, Answer, AssetQuery, Cancelled, Cost, Format, Step};
 use crate::storage::Snapshot;
 
 /// Queries estimated above this cost run in the heavy lane by default: about five million rows
@@ -236,6 +236,18 @@ pub fn answer(
     answer_into(body, snapshot, kind, now, cancel, max_bytes, warning)
 }
 
+/// What a body that stopped growing means: a query cancelled while its rows were being written
+/// stops them the way a body past its limit does, and is reported as cancelled.
+fn too_large_or_cancelled(cancel: &CancellationToken) -> impl Fn(TooLarge) -> QueryError + '_ {
+    move |e| {
+        if cancel.is_cancelled() {
+            QueryError::Cancelled
+        } else {
+            QueryError::from(e)
+        }
+    }
+}
+
 /// [`answer`], its JSON written into `body`.
 fn answer_into(
     mut body: Body,
@@ -249,8 +261,12 @@ fn answer_into(
     match kind {
         QueryKind::Allocation(q) | QueryKind::Summary(q) if q.format == Format::Csv => {
             let mut out = csv::Csv::allocations(max_bytes)?;
-            q.run_each(&snapshot.allocations, now, cancel, |r| {
-                out.allocation_set(&r).map_err(QueryError::from)
+            q.run_each_rows(&snapshot.allocations, now, cancel, |answer| {
+                match answer {
+                    Answer::Whole(r) => out.allocation_set(&r),
+                    Answer::Rows(r) => out.allocation_rows(r, cancel),
+                }
+                .map_err(too_large_or_cancelled(cancel))
             })?;
             Ok(out.finish())
         }
@@ -267,13 +283,7 @@ fn answer_into(
                         Step::Result(r) => body.item(&json::AllocationSetJson(&r)),
                         Step::Rows(r) => body.item(&json::RowsJson(r, cancel)),
                     }
-                    .map_err(|e| {
-                        if cancel.is_cancelled() {
-                            QueryError::Cancelled
-                        } else {
-                            QueryError::from(e)
-                        }
-                    })
+                    .map_err(too_large_or_cancelled(cancel))
                 },
             )?;
             Ok(body.close_array(warning)?)
@@ -282,9 +292,12 @@ fn answer_into(
             let (_, steps) = q.plan(now);
             let step = steps.first().map_or(0, |w| w.duration().num_seconds());
             body.open_summary(step)?;
-            q.run_each(&snapshot.allocations, now, cancel, |r| {
-                body.item(&json::SummarySetJson(&r))
-                    .map_err(QueryError::from)
+            q.run_each_rows(&snapshot.allocations, now, cancel, |answer| {
+                match answer {
+                    Answer::Whole(r) => body.item(&json::SummarySetJson(&r)),
+                    Answer::Rows(r) => body.item(&json::SummaryRowsJson(r, cancel)),
+                }
+                .map_err(too_large_or_cancelled(cancel))
             })?;
             Ok(body.close_summary(q.window, warning)?)
         }

@@ -205,18 +205,12 @@ impl Serialize for AllocationSetJson<'_> {
 
 /// One allocation set whose rows are built as they are written ([`Rows`]): the same bytes as
 /// [`AllocationSetJson`] of the whole set, without holding it.
-/// Stops with an error once `cancel` fires (building a row costs a few microseconds; a big
-/// answer has hundreds of thousands).
+/// Stops with an error once the token fires.
 pub struct RowsJson<'a>(pub &'a Rows<'a>, pub &'a CancellationToken);
 impl Serialize for RowsJson<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut m = s.serialize_map(Some(self.0.len()))?;
-        let mut n = 0usize;
-        self.0.try_for_each(|a| {
-            n += 1;
-            if n.is_multiple_of(1024) && self.1.is_cancelled() {
-                return Err(serde::ser::Error::custom("cancelled"));
-            }
+        each_row(self.0, self.1, |a| {
             m.serialize_entry(&a.name, &AllocationJson(a))
         })?;
         m.end()
@@ -282,6 +276,45 @@ impl Serialize for SummarySetJson<'_> {
         m.serialize_field("window", &self.0.window)?;
         m.end()
     }
+}
+
+/// One set of the summary shape whose rows are built as they are written ([`Rows`]): the
+/// same bytes as [`SummarySetJson`] of the whole set. Stops with an error once the token fires.
+pub struct SummaryRowsJson<'a>(pub &'a Rows<'a>, pub &'a CancellationToken);
+impl Serialize for SummaryRowsJson<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        struct Allocs<'a>(&'a Rows<'a>, &'a CancellationToken);
+        impl Serialize for Allocs<'_> {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                let mut m = s.serialize_map(Some(self.0.len()))?;
+                each_row(self.0, self.1, |a| {
+                    m.serialize_entry(&a.name, &SummaryJson(a))
+                })?;
+                m.end()
+            }
+        }
+        let mut m = s.serialize_struct("SummaryAllocationSet", 2)?;
+        m.serialize_field("allocations", &Allocs(self.0, self.1))?;
+        m.serialize_field("window", &self.0.window())?;
+        m.end()
+    }
+}
+
+/// Hands each row of `rows` to `f`, checking `cancel` every 1,024 rows (building a row costs a
+/// few microseconds; a big answer has hundreds of thousands).
+fn each_row<E: serde::ser::Error>(
+    rows: &Rows<'_>,
+    cancel: &CancellationToken,
+    mut f: impl FnMut(&Allocation) -> Result<(), E>,
+) -> Result<(), E> {
+    let mut n = 0usize;
+    rows.try_for_each(|a| {
+        n += 1;
+        if n.is_multiple_of(1024) && cancel.is_cancelled() {
+            return Err(E::custom("cancelled"));
+        }
+        f(a)
+    })
 }
 
 /// The summary shape, built whole (test reference for [`Body`]).

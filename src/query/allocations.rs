@@ -6,8 +6,10 @@
 //! pod, not per row), its numbers are added without building the row, and the aggregate's
 //! properties are intersected only when a member of another pod arrives. Since loaded sets
 //! never change, a set's reduction is kept in the set's cache under the query's shape
-//! ([`AllocationQuery::shape`]): the next query of that shape only adds the reductions up, and
-//! a new generation recomputes only the sets it replaced.
+//! ([`AllocationQuery::shape`]) when it is small: the next query of that shape only adds the
+//! reductions up, and a new generation recomputes only the sets it replaced. An answer with
+//! about a row per row scanned is not held or cached but built a row at a time as it is
+//! written ([`super::rows`]).
 //!
 //! The arithmetic is the one `Allocation::add` does, in the same order, so the answers are the
 //! ones the engine gave on whole allocations byte for byte (`tests/query_reference.rs`).
@@ -52,6 +54,14 @@ pub enum Step<'a> {
     Rows(&'a Rows<'a>),
 }
 
+/// One step of [`AllocationQuery::run_each_rows`].
+pub enum Answer<'a> {
+    /// The step's answer, whole.
+    Whole(AllocationResult),
+    /// The step's answer, to read a row at a time as each is built.
+    Rows(&'a Rows<'a>),
+}
+
 /// An aggregate being built, and the (pod, container) last intersected into its properties:
 /// intersecting with the same again changes nothing.
 struct Group {
@@ -88,6 +98,35 @@ impl AllocationQuery {
                 return Err(Cancelled.into());
             }
             emit(self.step_result(sets, resolution, step, cancel)?)?;
+        }
+        Ok(())
+    }
+
+    /// [`AllocationQuery::run_each`], with an answer of about a row per row scanned (by pod,
+    /// by container, or none) handed on as [`Rows`], each row built only as it is read.
+    pub fn run_each_rows<E: From<Cancelled>>(
+        &self,
+        sets: &AllocationSets,
+        now: DateTime<Utc>,
+        cancel: &CancellationToken,
+        mut emit: impl FnMut(Answer<'_>) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let (resolution, steps) = self.plan(now);
+        for step in steps {
+            if cancel.is_cancelled() {
+                return Err(Cancelled.into());
+            }
+            let rows = if self.per_row() {
+                self.step_rows(sets, resolution, step, cancel)?
+            } else {
+                None
+            };
+            match rows {
+                Some(rows) => emit(Answer::Rows(&rows))?,
+                None => emit(Answer::Whole(
+                    self.step_whole(sets, resolution, step, cancel)?,
+                ))?,
+            }
         }
         Ok(())
     }
@@ -133,15 +172,18 @@ impl AllocationQuery {
                 emit(Step::Encoded(&bytes))?;
                 continue;
             }
-            let result = if self.per_row() {
-                let rows = self.step_rows(sets, resolution, step, cancel)?;
-                if whole.is_none() || rows.len() > CACHE_MAX_GROUPS {
+            let rows = if self.per_row() {
+                self.step_rows(sets, resolution, step, cancel)?
+            } else {
+                None
+            };
+            let result = match rows {
+                Some(rows) if whole.is_none() || rows.len() > CACHE_MAX_GROUPS => {
                     emit(Step::Rows(&rows))?;
                     continue;
                 }
-                rows.into_result()
-            } else {
-                self.step_result(sets, resolution, step, cancel)?
+                Some(rows) => rows.into_result(cancel)?,
+                None => self.step_whole(sets, resolution, step, cancel)?,
             };
             let (Some(set), Some(key)) = (whole, key) else {
                 emit(Step::Result(result))?;
@@ -168,11 +210,23 @@ impl AllocationQuery {
         step: Window,
         cancel: &CancellationToken,
     ) -> Result<AllocationResult, Cancelled> {
-        if self.per_row() {
-            return Ok(self
-                .step_rows(sets, resolution, step, cancel)?
-                .into_result());
+        if self.per_row()
+            && let Some(rows) = self.step_rows(sets, resolution, step, cancel)?
+        {
+            return rows.into_result(cancel);
         }
+        self.step_whole(sets, resolution, step, cancel)
+    }
+
+    /// [`Self::step_result`] on whole allocations: every aggregate of the step held, then
+    /// ranked. What answers with few rows use, and the reference [`Rows`] is tested against.
+    pub(super) fn step_whole(
+        &self,
+        sets: &AllocationSets,
+        resolution: Resolution,
+        step: Window,
+        cancel: &CancellationToken,
+    ) -> Result<AllocationResult, Cancelled> {
         let range = sets.range((resolution, step.start)..(resolution, step.end));
         let covered = covered_hours(sets, resolution, step);
         let mut allocations = self.aggregate_sets(range.map(|(_, s)| s.as_ref()), cancel)?;
@@ -196,14 +250,15 @@ impl AllocationQuery {
         })
     }
 
-    /// One step's answer as [`Rows`], built as they are read.
+    /// One step's answer as [`Rows`], built as they are read (`None`: see
+    /// [`AllocationQuery::rows`]).
     fn step_rows<'a>(
         &'a self,
         sets: &'a AllocationSets,
         resolution: Resolution,
         step: Window,
         cancel: &CancellationToken,
-    ) -> Result<Rows<'a>, Cancelled> {
+    ) -> Result<Option<Rows<'a>>, Cancelled> {
         let range = sets.range((resolution, step.start)..(resolution, step.end));
         let covered = covered_hours(sets, resolution, step);
         self.rows(range.map(|(_, s)| s.as_ref()), step, covered, cancel)
@@ -464,6 +519,7 @@ impl AllocationQuery {
             if let Some(m) = members.as_deref_mut() {
                 m.push((g as u32, i as u32));
             }
+            // `Rows::fold` aggregates a group's rows again this way: keep the two in step.
             let group = &mut groups[g];
             set.load_values(i, &mut row);
             group.agg.add_values(&row);
@@ -690,7 +746,7 @@ impl IdleSpread {
 }
 
 /// The hours of data the sets of `step` hold.
-fn covered_hours(sets: &AllocationSets, resolution: Resolution, step: Window) -> f64 {
+pub(super) fn covered_hours(sets: &AllocationSets, resolution: Resolution, step: Window) -> f64 {
     sets.range((resolution, step.start)..(resolution, step.end))
         .map(|(_, s)| {
             (s.data_end.min(s.window.end) - s.window.start)

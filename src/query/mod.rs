@@ -10,7 +10,7 @@ mod share;
 mod v1;
 pub mod window;
 
-pub use allocations::{AllocationSets, Step};
+pub use allocations::{AllocationSets, Answer, Step};
 pub use assets::{ANY, AssetProperty, AssetQuery, AssetResult, AssetSets, parse_asset_query};
 pub use plan::{Bounds, DEFAULT_HOURLY_RETENTION_HOURS};
 pub(crate) use plan::{check_steps, reads_daily, steps, widen};
