@@ -116,11 +116,7 @@ impl AllocationQuery {
             if cancel.is_cancelled() {
                 return Err(Cancelled.into());
             }
-            let rows = if self.per_row() {
-                self.step_rows(sets, resolution, step, cancel)?
-            } else {
-                None
-            };
+            let rows = self.step_rows(sets, resolution, step, cancel)?;
             match rows {
                 Some(rows) => emit(Answer::Rows(&rows))?,
                 None => emit(Answer::Whole(
@@ -172,11 +168,7 @@ impl AllocationQuery {
                 emit(Step::Encoded(&bytes))?;
                 continue;
             }
-            let rows = if self.per_row() {
-                self.step_rows(sets, resolution, step, cancel)?
-            } else {
-                None
-            };
+            let rows = self.step_rows(sets, resolution, step, cancel)?;
             let result = match rows {
                 Some(rows) if whole.is_none() || rows.len() > CACHE_MAX_GROUPS => {
                     emit(Step::Rows(&rows))?;
@@ -210,9 +202,7 @@ impl AllocationQuery {
         step: Window,
         cancel: &CancellationToken,
     ) -> Result<AllocationResult, Cancelled> {
-        if self.per_row()
-            && let Some(rows) = self.step_rows(sets, resolution, step, cancel)?
-        {
+        if let Some(rows) = self.step_rows(sets, resolution, step, cancel)? {
             return rows.into_result(cancel);
         }
         self.step_whole(sets, resolution, step, cancel)
@@ -250,7 +240,8 @@ impl AllocationQuery {
         })
     }
 
-    /// One step's answer as [`Rows`], built as they are read (`None`: see
+    /// One step's answer as [`Rows`], built as they are read; `None` when the answer is not
+    /// about a row per row scanned ([`Self::per_row`]) or its keys clash (see
     /// [`AllocationQuery::rows`]).
     fn step_rows<'a>(
         &'a self,
@@ -259,6 +250,9 @@ impl AllocationQuery {
         step: Window,
         cancel: &CancellationToken,
     ) -> Result<Option<Rows<'a>>, Cancelled> {
+        if !self.per_row() {
+            return Ok(None);
+        }
         let range = sets.range((resolution, step.start)..(resolution, step.end));
         let covered = covered_hours(sets, resolution, step);
         self.rows(range.map(|(_, s)| s.as_ref()), step, covered, cancel)

@@ -512,16 +512,7 @@ mod tests {
             let q = query(q);
             let (resolution, steps) = q.plan(now());
             for step in steps {
-                let range = sets.range((resolution, step.start)..(resolution, step.end));
-                let rows = q
-                    .rows(
-                        range.map(|(_, s)| s.as_ref()),
-                        step,
-                        covered(&sets, step),
-                        &never,
-                    )
-                    .unwrap()
-                    .expect("no key clash in these queries");
+                let rows = rows_of(&q, &sets, step, &never).expect("no key clash in these queries");
                 let built = rows.into_result(&never).unwrap();
                 let whole = q.step_whole(&sets, resolution, step, &never).unwrap();
                 assert_eq!(format!("{built:?}"), format!("{whole:?}"), "{q:?} {step:?}");
@@ -540,16 +531,10 @@ mod tests {
         let q = query("window=3d&aggregate=pod,annotation:note&accumulate=true&splitIdle=true");
         let (resolution, steps) = q.plan(now());
         let step = steps[0];
-        let range = sets.range((resolution, step.start)..(resolution, step.end));
-        let rows = q
-            .rows(
-                range.map(|(_, s)| s.as_ref()),
-                step,
-                covered(&sets, step),
-                &never,
-            )
-            .unwrap();
-        assert!(rows.is_none(), "the clash is found");
+        assert!(
+            rows_of(&q, &sets, step, &never).is_none(),
+            "the clash is found"
+        );
         let answer = q.run(&sets, now());
         let names: Vec<&str> = answer[0]
             .allocations
@@ -570,7 +555,16 @@ mod tests {
         );
     }
 
-    fn covered(sets: &AllocationSets, step: Window) -> f64 {
-        super::super::allocations::covered_hours(sets, Resolution::Day, step)
+    /// `q`'s step `step` of the daily sets `sets`, as [`Rows`].
+    fn rows_of<'a>(
+        q: &'a AllocationQuery,
+        sets: &'a AllocationSets,
+        step: Window,
+        never: &CancellationToken,
+    ) -> Option<Rows<'a>> {
+        let range = sets.range((Resolution::Day, step.start)..(Resolution::Day, step.end));
+        let covered = super::super::allocations::covered_hours(sets, Resolution::Day, step);
+        q.rows(range.map(|(_, s)| s.as_ref()), step, covered, never)
+            .unwrap()
     }
 }
