@@ -579,3 +579,51 @@ async fn a_promotion_while_a_backup_of_the_last_term_hangs_still_enables_writes(
         let _ = write.await;
     }
 }
+
+/// The model check's counterexample (`tests/model_check.rs`): a demotion while a backup of the
+/// term runs, then a promotion to the same term again (the campaign missed its renew deadline
+/// and took its own Lease back). The promotion must run its own backup and enable writes, not
+/// take the cancelled backup of the last promotion for its own.
+#[actix_web::test]
+async fn a_promotion_to_the_term_just_demoted_from_still_enables_writes() {
+    for b in stores::all().await {
+        let n = node("l", b.store.clone());
+        n.lead(1).await;
+        // A write's backup hangs inside the bucket, holding the write lock.
+        n.faults.hold();
+        let write = actix::spawn(n.replica.storage.send(WriteSets {
+            term: 1,
+            sets: demo_sets(Utc::now() - chrono::Duration::days(2)),
+        }));
+        n.faults.parked(1).await;
+        n.election.demote(None);
+        until("storage hears of the demotion", || async {
+            n.replica
+                .storage
+                .send(GetStorageStatus)
+                .await
+                .unwrap()
+                .term
+                .is_none()
+        })
+        .await;
+        n.election.promote(1);
+        until("storage hears of term 1 again", || async {
+            n.replica.storage.send(GetStorageStatus).await.unwrap().term == Some(1)
+        })
+        .await;
+        n.faults.release();
+        assert!(
+            matches!(write.await.unwrap().unwrap(), WriteOutcome::Dropped),
+            "{}: the write of the demoted leadership must stop at its token",
+            b.name
+        );
+        let writable = tokio::time::timeout(
+            std::time::Duration::from_secs(20),
+            n.replica.storage.send(AwaitWritable { term: 1 }),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("{}: term 1 never became writable again", b.name));
+        assert!(writable.unwrap().is_ok(), "{}", b.name);
+    }
+}

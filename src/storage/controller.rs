@@ -362,10 +362,14 @@ pub struct Storage {
     last_backup_error: Option<PublishError>,
     /// The pause before the next retry of a failed backup.
     backup_pause: Duration,
-    /// The term of the backup running or queued, if one is.
-    backup_in_flight: Option<u64>,
-    /// The term of the backup retry scheduled, if one is.
-    backup_retry_scheduled: Option<u64>,
+    /// Promotions so far: a backup belongs to the promotion it was started under, so one
+    /// cancelled by a demotion is never taken for the backup of a later promotion to the same
+    /// term (the campaign can miss its renew deadline and take its own Lease back).
+    promotions: u64,
+    /// The backup running or queued, if one is: its term and promotion.
+    backup_in_flight: Option<(u64, u64)>,
+    /// The backup retry scheduled, if one is: its term and promotion.
+    backup_retry_scheduled: Option<(u64, u64)>,
     /// Whether a backup has reconciled the lineage with the bucket since this promotion.
     reconciled: bool,
     /// Whether the local store read at promotion is this replica's own, so it may serve it
@@ -437,6 +441,7 @@ impl Storage {
             last_backup: None,
             last_backup_error: None,
             backup_pause: BACKUP_RETRY.0,
+            promotions: 0,
             backup_in_flight: None,
             backup_retry_scheduled: None,
             reconciled: false,
@@ -534,6 +539,7 @@ impl Storage {
         self.set_writes(false);
         self.cancel.cancel();
         self.cancel = CancellationToken::new();
+        self.promotions += 1;
         self.role = Role::Leader { term };
         // Promotion drops every lock: blocked reads get what is loaded now.
         for (_, tx) in self.blocked_reads.drain(..) {
@@ -594,10 +600,11 @@ impl Storage {
     /// after it, or after its first failure: the leader then builds into its local store and the
     /// backup retries with backoff until the bucket takes it.
     fn run_backup(&mut self, term: u64, promotion: bool, ctx: &mut Context<Self>) {
-        if self.backup_in_flight == Some(term) || self.foreign_writer.is_some() {
+        let key = (term, self.promotions);
+        if self.backup_in_flight == Some(key) || self.foreign_writer.is_some() {
             return;
         }
-        self.backup_in_flight = Some(term);
+        self.backup_in_flight = Some(key);
         let lock = self.write_lock.clone();
         let cancel = self.cancel.clone();
         ctx.spawn(
@@ -622,10 +629,11 @@ impl Storage {
                     .into_actor(act)
                 })
                 .map(move |res, act, ctx| {
-                    if act.backup_in_flight == Some(term) {
+                    if act.backup_in_flight == Some(key) {
                         act.backup_in_flight = None;
                     }
-                    if act.role != (Role::Leader { term }) {
+                    // A later promotion (even to this term) runs a backup of its own.
+                    if act.role != (Role::Leader { term }) || act.promotions != key.1 {
                         return;
                     }
                     act.after_backup(term, res, promotion, ctx);
@@ -703,17 +711,21 @@ impl Storage {
 
     /// Retries the backup after the current pause, doubling it for the next time.
     fn schedule_backup(&mut self, term: u64, ctx: &mut Context<Self>) {
-        if self.backup_retry_scheduled == Some(term) {
+        let key = (term, self.promotions);
+        if self.backup_retry_scheduled == Some(key) {
             return;
         }
-        self.backup_retry_scheduled = Some(term);
+        self.backup_retry_scheduled = Some(key);
         let pause = self.backup_pause;
         self.backup_pause = (pause * 2).min(BACKUP_RETRY.1);
         ctx.run_later(pause, move |act, ctx| {
-            if act.backup_retry_scheduled == Some(term) {
+            if act.backup_retry_scheduled == Some(key) {
                 act.backup_retry_scheduled = None;
             }
-            if act.role == (Role::Leader { term }) && !act.cancel.is_cancelled() {
+            if act.role == (Role::Leader { term })
+                && act.promotions == key.1
+                && !act.cancel.is_cancelled()
+            {
                 act.run_backup(term, false, ctx);
             }
         });
@@ -1296,6 +1308,7 @@ impl Handler<WriteSets> for Storage {
             return Box::pin(fut::ready(WriteOutcome::Dropped));
         }
         let term = msg.term;
+        let key = (term, self.promotions);
         let cancel = self.cancel.clone();
         let lock = self.write_lock.clone();
         // Stage (local store, then served at once), then back up (the bucket), under one lock:
@@ -1330,7 +1343,7 @@ impl Handler<WriteSets> for Storage {
                         }
                         let head = act.snapshot.clone();
                         let cfg = act.cfg.clone();
-                        act.backup_in_flight = Some(term);
+                        act.backup_in_flight = Some(key);
                         let backed = async move {
                             let writer = Self::writer(&cfg, term, &cancel);
                             let res = backup::backup(
@@ -1363,7 +1376,7 @@ impl Handler<WriteSets> for Storage {
                         }
                         Written::Staged(res) => res,
                     };
-                    if act.backup_in_flight == Some(term) {
+                    if act.backup_in_flight == Some(key) {
                         act.backup_in_flight = None;
                     }
                     let label = match &res {
