@@ -63,6 +63,8 @@ pub struct Parts {
     pub gc_grace: Duration,
     /// How often the replica writes its heartbeat and reads the group's.
     pub heartbeat: Duration,
+    /// How often the leader scrubs the bucket.
+    pub scrub_interval: Duration,
     /// How far back the leader builds on first start.
     pub backfill: chrono::Duration,
     /// Hourly sets kept.
@@ -147,6 +149,7 @@ impl Parts {
             etl_interval: cfg.etl_interval,
             gc_grace: crate::storage::backup::GC_GRACE,
             heartbeat: cfg.poll_interval.min(Duration::from_secs(30)),
+            scrub_interval: cfg.scrub_interval,
             backfill: chrono::Duration::from_std(cfg.backfill)
                 .map_err(|e| RunError::Config(format!("{}: {e}", cfg.name_of("backfill"))))?,
             hourly_retention: chrono::Duration::hours(i64::from(cfg.hourly_retention)),
@@ -223,6 +226,7 @@ pub fn start(parts: Parts) -> Replica {
             backoff,
             gc_grace: parts.gc_grace,
             heartbeat: parts.heartbeat,
+            scrub_interval: parts.scrub_interval,
             metrics: metrics.clone(),
         },
         supervisor.lifeline("storage"),

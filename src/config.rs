@@ -101,6 +101,11 @@ pub struct Config {
     #[arg(long, env = "BACKUP_POLL_INTERVAL", default_value = "30s", value_parser = duration)]
     pub poll_interval: Duration,
 
+    /// How often the leader scrubs the bucket: every object the manifest names checked for
+    /// presence and size, some read and hashed, and what is missing or damaged put back.
+    #[arg(long, env = "SCRUB_INTERVAL", default_value = "5m", value_parser = duration)]
+    pub scrub_interval: Duration,
+
     /// demo or prometheus [default: prometheus when --prometheus-url is set, else demo].
     #[arg(long, env = "DATA_SOURCE", value_enum)]
     pub source: Option<SourceKind>,
@@ -513,6 +518,7 @@ impl Config {
             ("renew_deadline", self.renew_deadline),
             ("retry_period", self.retry_period),
             ("poll_interval", self.poll_interval),
+            ("scrub_interval", self.scrub_interval),
             ("etl_interval", self.etl_interval),
             ("shutdown_timeout", self.shutdown_timeout),
             ("query_timeout", self.query_timeout),

@@ -62,11 +62,8 @@ enum GcCause {
     #[cfg(feature = "test-support")]
     Asked,
 }
-/// How often the leader scrubs the bucket (every object's presence and size, and some
-/// objects' bytes).
-const SCRUB_INTERVAL: Duration = Duration::from_secs(300);
-/// How many objects each scrub reads and hashes, round robin: at 90 days the whole bucket is
-/// read about every 90 minutes.
+/// How many objects each scrub reads and hashes, round robin: at 90 days and the default
+/// `--scrub-interval` (5 minutes) the whole bucket is read about every 90 minutes.
 const SCRUB_DEEP: usize = 16;
 
 /// What storage needs to run.
@@ -92,6 +89,8 @@ pub struct StorageConfig {
     pub gc_grace: Duration,
     /// How often this replica writes its heartbeat and reads the group's.
     pub heartbeat: Duration,
+    /// How often the leader scrubs the bucket.
+    pub scrub_interval: Duration,
     /// Shared metrics.
     pub metrics: Metrics,
 }
@@ -1152,7 +1151,7 @@ impl Actor for Storage {
                     act.etl_dir_error = Some(error);
                 }),
         );
-        ctx.run_interval(SCRUB_INTERVAL, |act, ctx| act.run_scrub(ctx));
+        ctx.run_interval(self.cfg.scrub_interval, |act, ctx| act.run_scrub(ctx));
         ctx.run_interval(self.cfg.heartbeat, |act, ctx| act.heartbeat(ctx));
         ctx.run_interval(GC_INTERVAL, |act, ctx| {
             act.collect_garbage(ctx, GcCause::Schedule)
