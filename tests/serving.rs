@@ -355,6 +355,48 @@ async fn a_leader_restarted_on_its_own_store_serves_it_while_the_bucket_is_down(
     assert!(!body["data"][0].as_object().unwrap().is_empty(), "{body}");
 }
 
+/// Found by the fault suite (`tests/chaos.rs`): a follower that serves what the bucket vouched
+/// for, promoted while the bucket cannot be read, keeps answering from it (what any follower
+/// would answer) instead of turning not ready until the bucket is back.
+#[actix_web::test]
+async fn a_follower_promoted_while_the_bucket_is_down_keeps_serving_what_the_bucket_vouched_for() {
+    let bucket: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let first = built(bucket.clone()).await;
+    drop(first);
+    let f = node("f", bucket);
+    f.election.demote(Some("l"));
+    until("the follower loaded the bucket", || async {
+        let s = snapshot(&f).await;
+        s.is_loaded() && s.vouched()
+    })
+    .await;
+    f.faults.set_failing(true);
+    f.election.promote(2);
+    until("the promotion backup failed", || async {
+        let st = f.replica.storage.send(GetStorageStatus).await.unwrap();
+        st.promotion_error.is_some() && st.writes_enabled
+    })
+    .await;
+    let svc = service!(f);
+    let (status, _, body) = call!(svc, test::TestRequest::get().uri("/readyz"));
+    assert_eq!(
+        status, 200,
+        "what the bucket vouched for is still servable: {body}"
+    );
+    let day = yesterday();
+    let (status, headers, body) = call!(
+        svc,
+        test::TestRequest::get().uri(&format!(
+            "/model/allocation?window={},{}&aggregate=namespace&accumulate=true",
+            rfc(day.start),
+            rfc(day.end)
+        ))
+    );
+    assert_eq!(status, 200, "{body}");
+    assert!(!headers.contains_key("x-data-unavailable"), "{body}");
+    assert!(!body["data"][0].as_object().unwrap().is_empty(), "{body}");
+}
+
 #[actix_web::test]
 async fn a_leader_that_cannot_write_its_etl_dir_is_not_ready_and_says_why() {
     let dir = tempfile::tempdir().unwrap();

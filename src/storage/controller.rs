@@ -374,6 +374,9 @@ pub struct Storage {
     /// Whether the local store read at promotion is this replica's own, so it may serve it
     /// before the bucket is read.
     trusted_local: bool,
+    /// Whether what it served when promoted was vouched for by the bucket (a follower's last
+    /// poll), so it may go on serving it, and what it builds on it, before the bucket is read.
+    vouched_at_promotion: bool,
     /// A generation under this term by another identity that was merged, for status.
     merged_same_term: Option<(String, u64)>,
     group: Vec<group::Heartbeat>,
@@ -445,6 +448,7 @@ impl Storage {
             backup_retry_scheduled: None,
             reconciled: false,
             trusted_local: false,
+            vouched_at_promotion: false,
             merged_same_term: None,
             group: Vec::new(),
             group_error: None,
@@ -551,6 +555,7 @@ impl Storage {
         self.promotion_error = None;
         self.reconciled = false;
         self.trusted_local = false;
+        self.vouched_at_promotion = self.snapshot.is_loaded() && self.snapshot.vouched();
         self.backup_pause = BACKUP_RETRY.0;
         // The leader's own store is its to serve: install it (once read) before the bucket
         // read, so a leader whose bucket is down still answers from what it wrote. What it
@@ -982,11 +987,14 @@ impl Storage {
         // its own folder (and was demoted before the bucket confirmed) is held back too.
         let local_held = following && !s.vouched();
         // A leader that has not read the bucket since promotion serves only a store it wrote
-        // itself: a stale or empty one would answer the bucket's windows as empty.
-        if let (Role::Leader { .. }, false, false, Some(e)) = (
+        // itself, or what the bucket vouched for when it was promoted (a follower's last poll,
+        // which any follower would answer): a stale or empty one would answer the bucket's
+        // windows as empty.
+        if let (Role::Leader { .. }, false, false, false, Some(e)) = (
             &self.role,
             self.reconciled,
             self.trusted_local,
+            self.vouched_at_promotion,
             &self.promotion_error,
         ) {
             return Some(NotReady::Unreconciled(e.clone()));
