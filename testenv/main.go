@@ -54,6 +54,7 @@ func main() {
 	apiPort := fs.Int("apiserver-port", 0, "kube-apiserver secure port on 127.0.0.1 (0: pick a free one)")
 	etcdPort := fs.Int("etcd-port", 0, "etcd client port on 127.0.0.1 (0: pick a free one)")
 	verbosity := fs.Int("v", 0, "kube-apiserver log verbosity")
+	keep := fs.Bool("keep-credentials", false, "reuse the CA, certificates and tokens an earlier start left in --state-dir, so kubeconfigs written then still work (a restart; pin the ports too)")
 	fs.Parse(os.Args[1:])
 	if *stateDir == "" {
 		fmt.Fprintln(os.Stderr, "testenv: --state-dir is required")
@@ -61,13 +62,13 @@ func main() {
 	}
 	log.SetPrefix("testenv: ")
 	// A signal during startup cancels the context: that is a stop, not a failure.
-	if err := run(*stateDir, *apiPort, *etcdPort, *verbosity); err != nil && !errors.Is(err, context.Canceled) {
+	if err := run(*stateDir, *apiPort, *etcdPort, *verbosity, *keep); err != nil && !errors.Is(err, context.Canceled) {
 		log.Fatal(err)
 	}
 	log.Print("stopped")
 }
 
-func run(stateDir string, apiPort, etcdPort, verbosity int) error {
+func run(stateDir string, apiPort, etcdPort, verbosity int, keep bool) error {
 	dir, err := filepath.Abs(stateDir)
 	if err != nil {
 		return err
@@ -105,13 +106,9 @@ func run(stateDir string, apiPort, etcdPort, verbosity int) error {
 	}
 	apiURL := fmt.Sprintf("https://127.0.0.1:%d", apiPort)
 
-	p, err := writePKI(pkiDir)
+	p, tokens, err := credentials(pkiDir, keep)
 	if err != nil {
-		return fmt.Errorf("pki: %w", err)
-	}
-	tokens, err := writeTokens(filepath.Join(pkiDir, "tokens.csv"))
-	if err != nil {
-		return fmt.Errorf("tokens: %w", err)
+		return err
 	}
 
 	etcd, err := startEtcd(ctx, filepath.Join(dir, "etcd"), etcdPort)

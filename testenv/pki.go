@@ -8,7 +8,9 @@ import (
 	"crypto/x509/pkix"
 	"encoding/hex"
 	"encoding/pem"
+	"errors"
 	"fmt"
+	"log"
 	"math/big"
 	"net"
 	"os"
@@ -23,6 +25,73 @@ type pki struct {
 	caPEM                   []byte
 	servingCert, servingKey string
 	saKey, saPub            string
+}
+
+// credentials are the PKI and tokens of this start: those an earlier start
+// left in dir when keep is set and they are all there, else fresh ones.
+func credentials(dir string, keep bool) (*pki, map[string]string, error) {
+	if keep {
+		p, tokens, err := readCredentials(dir)
+		if err == nil {
+			log.Printf("reusing the credentials in %s", dir)
+			return p, tokens, nil
+		}
+		if !errors.Is(err, os.ErrNotExist) {
+			return nil, nil, fmt.Errorf("credentials in %s: %w", dir, err)
+		}
+	}
+	p, err := writePKI(dir)
+	if err != nil {
+		return nil, nil, fmt.Errorf("pki: %w", err)
+	}
+	tokens, err := writeTokens(filepath.Join(dir, "tokens.csv"))
+	if err != nil {
+		return nil, nil, fmt.Errorf("tokens: %w", err)
+	}
+	return p, tokens, nil
+}
+
+// pkiIn names the files of a PKI in dir, without the CA certificate's bytes.
+func pkiIn(dir string) *pki {
+	return &pki{
+		servingCert: filepath.Join(dir, "apiserver.crt"),
+		servingKey:  filepath.Join(dir, "apiserver.key"),
+		saKey:       filepath.Join(dir, "sa.key"),
+		saPub:       filepath.Join(dir, "sa.pub"),
+	}
+}
+
+// readCredentials reads what writePKI and writeTokens wrote in dir.
+func readCredentials(dir string) (*pki, map[string]string, error) {
+	p := pkiIn(dir)
+	caPEM, err := os.ReadFile(filepath.Join(dir, "ca.crt"))
+	if err != nil {
+		return nil, nil, err
+	}
+	p.caPEM = caPEM
+	for _, f := range []string{p.servingCert, p.servingKey, p.saKey, p.saPub} {
+		if _, err := os.Stat(f); err != nil {
+			return nil, nil, err
+		}
+	}
+	raw, err := os.ReadFile(filepath.Join(dir, "tokens.csv"))
+	if err != nil {
+		return nil, nil, err
+	}
+	tokens := map[string]string{}
+	for _, line := range strings.Split(strings.TrimSpace(string(raw)), "\n") {
+		fields := strings.SplitN(line, ",", 3)
+		if len(fields) < 2 {
+			return nil, nil, fmt.Errorf("tokens.csv: bad line %q", line)
+		}
+		tokens[fields[1]] = fields[0]
+	}
+	for _, id := range identities {
+		if tokens[id.user] == "" {
+			return nil, nil, fmt.Errorf("tokens.csv: no token for %s", id.user)
+		}
+	}
+	return p, tokens, nil
 }
 
 // writePKI creates a fresh CA, a serving certificate for the apiserver and a
@@ -84,13 +153,8 @@ func writePKI(dir string) (*pki, error) {
 		return nil, err
 	}
 
-	p := &pki{
-		caPEM:       pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}),
-		servingCert: filepath.Join(dir, "apiserver.crt"),
-		servingKey:  filepath.Join(dir, "apiserver.key"),
-		saKey:       filepath.Join(dir, "sa.key"),
-		saPub:       filepath.Join(dir, "sa.pub"),
-	}
+	p := pkiIn(dir)
+	p.caPEM = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER})
 	files := []struct {
 		path, typ string
 		der       []byte

@@ -99,6 +99,7 @@ pub fn testenv_up() -> Testenv {
 pub struct PrivateTestenv {
     child: Option<Child>,
     state: tempfile::TempDir,
+    ports: (u16, u16),
     pub env: Testenv,
 }
 
@@ -112,40 +113,65 @@ impl PrivateTestenv {
             .expect("run scripts/testenv build");
         assert!(status.success(), "scripts/testenv build failed");
         let state = tempfile::tempdir().expect("tempdir");
-        let log = File::create(state.path().join("testenv.log")).expect("log file");
+        let mut this = Self {
+            child: None,
+            env: Testenv::in_dir(state.path()),
+            ports: (free_port(), free_port()),
+            state,
+        };
+        this.launch();
+        this
+    }
+
+    /// Starts it again after [`PrivateTestenv::stop`]: the same etcd data (so the Leases are
+    /// still there), ports, CA and tokens, so the kubeconfigs replicas read at start still work.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.launch();
+    }
+
+    /// Whether it is running (not stopped).
+    pub fn running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    fn launch(&mut self) {
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(self.state.path().join("testenv.log"))
+            .expect("log file");
         let child = Command::new(repo().join("target/testenv/bin/testenv"))
             .arg("--state-dir")
-            .arg(state.path())
+            .arg(self.state.path())
+            .args(["--apiserver-port", &self.ports.0.to_string()])
+            .args(["--etcd-port", &self.ports.1.to_string()])
+            .arg("--keep-credentials")
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log file"))
             .stderr(log)
             .spawn()
             .expect("start testenv");
-        let mut this = Self {
-            child: Some(child),
-            env: Testenv::in_dir(state.path()),
-            state,
-        };
+        self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(120);
-        while !this.state.path().join("ready").exists() {
-            if let Some(status) = this
+        while !self.state.path().join("ready").exists() {
+            if let Some(status) = self
                 .child
                 .as_mut()
                 .and_then(|c| c.try_wait().ok().flatten())
             {
                 panic!(
                     "testenv exited during startup ({status}):\n{}",
-                    this.log_tail(40)
+                    self.log_tail(40)
                 );
             }
             assert!(
                 Instant::now() < deadline,
                 "testenv not ready after 120 s:\n{}",
-                this.log_tail(40)
+                self.log_tail(40)
             );
             std::thread::sleep(Duration::from_millis(100));
         }
-        this
     }
 
     /// Stops the apiserver and etcd (SIGTERM, then SIGKILL after 10 s).
@@ -251,6 +277,10 @@ pub struct ReplicaSpec {
     pub timings: Timings,
     pub poll_interval: &'static str,
     pub etl_interval: &'static str,
+    /// A Kubecost bucket secret to use instead of `bucket_dir`.
+    pub bucket_config: Option<PathBuf>,
+    /// More flags, after the others.
+    pub extra_args: Vec<String>,
 }
 
 impl ReplicaSpec {
@@ -264,7 +294,21 @@ impl ReplicaSpec {
             timings: Timings::FAST,
             poll_interval: "1s",
             etl_interval: "2s",
+            bucket_config: None,
+            extra_args: Vec::new(),
         }
+    }
+
+    /// Backs up to the bucket a Kubecost secret names instead of `bucket_dir`.
+    pub fn bucket_config(mut self, secret: &Path) -> Self {
+        self.bucket_config = Some(secret.into());
+        self
+    }
+
+    /// Adds flags after the others.
+    pub fn args(mut self, args: &[&str]) -> Self {
+        self.extra_args.extend(args.iter().map(|a| a.to_string()));
+        self
     }
 
     pub fn timings(mut self, t: Timings) -> Self {
@@ -288,8 +332,10 @@ impl ReplicaSpec {
                 "--lease-namespace",
                 "default",
             ])
-            .arg("--bucket-dir")
-            .arg(&self.bucket_dir)
+            .args(match &self.bucket_config {
+                Some(secret) => ["--bucket-config".as_ref(), secret.as_os_str()],
+                None => ["--bucket-dir".as_ref(), self.bucket_dir.as_os_str()],
+            })
             .arg("--etl-dir")
             .arg(etl_dir)
             .args(["--listen", &format!("127.0.0.1:{port}")])
@@ -298,6 +344,7 @@ impl ReplicaSpec {
             .args(["--lease-duration", &secs(self.timings.lease)])
             .args(["--renew-deadline", &secs(self.timings.renew)])
             .args(["--retry-period", &secs(self.timings.retry)])
+            .args(&self.extra_args)
             .env("KUBECONFIG", &self.kubeconfig)
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
@@ -394,6 +441,11 @@ impl Replica {
 
     pub fn pid(&self) -> u32 {
         self.child.as_ref().expect("running").id()
+    }
+
+    /// Its `--etl-dir` (the local store), kept across restarts.
+    pub fn etl_dir(&self) -> PathBuf {
+        self.dir.path().join("etl")
     }
 
     pub fn log_path(&self) -> PathBuf {
