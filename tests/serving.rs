@@ -353,6 +353,66 @@ async fn a_leader_restarted_on_its_own_store_serves_it_while_the_bucket_is_down(
     );
     assert_eq!(status, 200);
     assert!(!body["data"][0].as_object().unwrap().is_empty(), "{body}");
+
+    // Demoted before the bucket confirmed that store: a follower does not serve it.
+    again.election.demote(Some("other"));
+    until("storage hears of the demotion", || async {
+        let st = again.replica.storage.send(GetStorageStatus).await.unwrap();
+        st.term.is_none()
+    })
+    .await;
+    let (status, _, body) = call!(svc, test::TestRequest::get().uri("/readyz"));
+    assert_eq!(status, 503, "{body}");
+    let reason = body["message"].as_str().unwrap();
+    assert!(
+        reason.contains("not served until the bucket vouches"),
+        "{reason}"
+    );
+}
+
+/// Found by the fault suite (`tests/chaos.rs`): a leader whose lineage the bucket confirmed,
+/// which then builds while the bucket is down and is demoted (cut off from the apiserver too),
+/// keeps answering from that lineage and what it built, until its next poll.
+#[actix_web::test]
+async fn a_leader_demoted_while_the_bucket_is_down_keeps_serving_its_confirmed_lineage() {
+    let bucket: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let l = built(bucket).await;
+    l.faults.set_failing(true);
+    let written = l
+        .replica
+        .storage
+        .send(cost_model::storage::WriteSets {
+            term: 1,
+            sets: support::demo_sets(Utc::now()),
+        })
+        .await
+        .unwrap();
+    assert!(
+        matches!(written, cost_model::storage::WriteOutcome::Staged { .. }),
+        "{written:?}"
+    );
+    assert!(!snapshot(&l).await.pending.is_empty());
+    l.election.demote(Some("other"));
+    until("storage hears of the demotion", || async {
+        let st = l.replica.storage.send(GetStorageStatus).await.unwrap();
+        st.term.is_none()
+    })
+    .await;
+    let svc = service!(l);
+    let (status, _, body) = call!(svc, test::TestRequest::get().uri("/readyz"));
+    assert_eq!(status, 200, "{body}");
+    let day = yesterday();
+    let (status, headers, body) = call!(
+        svc,
+        test::TestRequest::get().uri(&format!(
+            "/model/allocation?window={},{}&aggregate=namespace&accumulate=true",
+            rfc(day.start),
+            rfc(day.end)
+        ))
+    );
+    assert_eq!(status, 200, "{body}");
+    assert!(!headers.contains_key("x-data-unavailable"), "{body}");
+    assert!(!body["data"][0].as_object().unwrap().is_empty(), "{body}");
 }
 
 /// Found by the fault suite (`tests/chaos.rs`): a follower that serves what the bucket vouched

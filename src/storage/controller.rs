@@ -374,9 +374,12 @@ pub struct Storage {
     /// Whether the local store read at promotion is this replica's own, so it may serve it
     /// before the bucket is read.
     trusted_local: bool,
-    /// Whether what it served when promoted was vouched for by the bucket (a follower's last
-    /// poll), so it may go on serving it, and what it builds on it, before the bucket is read.
-    vouched_at_promotion: bool,
+    /// Whether what it serves rests on what the bucket vouched for: a follower's last poll (kept
+    /// through a promotion until the bucket is read), or a leader's lineage reconciled with the
+    /// bucket since promotion, with what it built on it since (kept through a demotion until
+    /// the next poll). Either may be served while the bucket cannot be read; a local store the
+    /// bucket never confirmed may not, once demoted.
+    vouched_base: bool,
     /// A generation under this term by another identity that was merged, for status.
     merged_same_term: Option<(String, u64)>,
     group: Vec<group::Heartbeat>,
@@ -448,7 +451,7 @@ impl Storage {
             backup_retry_scheduled: None,
             reconciled: false,
             trusted_local: false,
-            vouched_at_promotion: false,
+            vouched_base: false,
             merged_same_term: None,
             group: Vec::new(),
             group_error: None,
@@ -555,7 +558,7 @@ impl Storage {
         self.promotion_error = None;
         self.reconciled = false;
         self.trusted_local = false;
-        self.vouched_at_promotion = self.snapshot.is_loaded() && self.snapshot.vouched();
+        self.vouched_base = self.snapshot.is_loaded() && self.snapshot.vouched();
         self.backup_pause = BACKUP_RETRY.0;
         // The leader's own store is its to serve: install it (once read) before the bucket
         // read, so a leader whose bucket is down still answers from what it wrote. What it
@@ -680,6 +683,7 @@ impl Storage {
                     self.merged_same_term = b.merged_same_term.clone();
                 }
                 self.reconciled = true;
+                self.vouched_base = true;
                 self.install(Arc::new(b.snapshot), true);
                 self.last_backup = Some(Utc::now());
                 self.last_backup_error = None;
@@ -984,8 +988,10 @@ impl Storage {
         let s = &self.snapshot;
         let following = matches!(self.role, Role::Follower { .. });
         // A follower serves only what the bucket vouches for: a store it loaded as leader from
-        // its own folder (and was demoted before the bucket confirmed) is held back too.
-        let local_held = following && !s.vouched();
+        // its own folder (and was demoted before the bucket confirmed) is held back too. A
+        // demoted leader whose lineage the bucket confirmed keeps serving it, with what it built
+        // since, until its next poll.
+        let local_held = following && !s.vouched() && !self.vouched_base;
         // A leader that has not read the bucket since promotion serves only a store it wrote
         // itself, or what the bucket vouched for when it was promoted (a follower's last poll,
         // which any follower would answer): a stale or empty one would answer the bucket's
@@ -994,7 +1000,7 @@ impl Storage {
             &self.role,
             self.reconciled,
             self.trusted_local,
-            self.vouched_at_promotion,
+            self.vouched_base,
             &self.promotion_error,
         ) {
             return Some(NotReady::Unreconciled(e.clone()));
