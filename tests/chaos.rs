@@ -34,7 +34,8 @@
 //! undisturbed, started at the same time.
 //!
 //! `CHAOS_SEED` (default: fresh from the clock) and `CHAOS_DURATION` (seconds of faults, `60s`,
-//! `2m`; default 45 s) set the run; `scripts/chaos --seed N --duration 120s` runs it alone. A
+//! `2m`; default 45 s) set the run; a seed replays the same faults, with the same parameters, in
+//! the same order (when each lands against the replicas' own timers is the machine's); `scripts/chaos --seed N --duration 120s` runs it alone. A
 //! failure prints the seed, the event log and what failed; the last line printed (and
 //! `target/chaos/summary.txt`) is a one-line summary of the faults injected and checks made.
 //!
@@ -58,7 +59,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
-use cost_model::model::Window;
+use cost_model::model::{SetKind, Window};
 use cost_model::storage::backup;
 use cost_model::storage::manifest::{self, FileEntry};
 use kube_support::*;
@@ -398,16 +399,28 @@ fn complete(files: &BTreeMap<String, FileEntry>) -> BTreeMap<Slot, (DateTime<Utc
         .collect()
 }
 
-/// Overwrites an object the newest manifest names (the manifest itself, or a set: half the time
-/// one the queries read).
+/// What [`damage`] overwrites.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Target {
+    /// The newest manifest.
+    Manifest,
+    /// A set the newest manifest names.
+    AnySet,
+    /// A set the newest manifest names whose window a query reads.
+    QueriedSet,
+}
+
+/// Overwrites an object of the newest manifest with other bytes (a set's: flipped or cut to
+/// half; the manifest's: JSON that does not parse). Returns its path, and the manifest's
+/// generation when it was the manifest.
 async fn damage(
     store: &dyn ObjectStore,
     rng: &mut Rng,
-    manifest_too: bool,
+    target: Target,
     queried: &[Window],
 ) -> Option<(String, Option<u64>)> {
     let newest = backup::newest_manifest(store).await.ok()?.manifest?;
-    if manifest_too {
+    if target == Target::Manifest {
         let path = manifest::manifest_path(newest.generation);
         store
             .put(
@@ -418,8 +431,12 @@ async fn damage(
             .ok()?;
         return Some((path.to_string(), Some(newest.generation)));
     }
-    let read = |e: &FileEntry| queried.iter().any(|w| e.start < w.end && w.start < e.end);
-    let files: Vec<&String> = if rng.below(2) == 0 {
+    // The set that answers a queried window: allocations, of exactly that window.
+    let read = |e: &FileEntry| {
+        e.kind == SetKind::Allocations
+            && queried.iter().any(|w| e.start == w.start && e.end == w.end)
+    };
+    let files: Vec<&String> = if target == Target::QueriedSet {
         newest
             .files
             .iter()
@@ -620,8 +637,12 @@ impl Cluster {
                 Some(format!("{fault:?}"))
             }
             Fault::DamageObject | Fault::DamageManifest => {
-                let (path, generation) =
-                    damage(admin, rng, fault == Fault::DamageManifest, &self.queried).await?;
+                let target = match (fault, rng.below(2)) {
+                    (Fault::DamageManifest, _) => Target::Manifest,
+                    (_, 0) => Target::QueriedSet,
+                    _ => Target::AnySet,
+                };
+                let (path, generation) = damage(admin, rng, target, &self.queried).await?;
                 if let Some(g) = generation {
                     damaged.lock().unwrap_or_else(|e| e.into_inner()).insert(g);
                 }
@@ -640,6 +661,14 @@ impl Cluster {
                 std::fs::remove_dir_all(self.replicas[i].etl_dir())
                     .expect("remove the local store");
                 self.log.note(format!("kill -9 {id}, local store removed"));
+                // Half the time with a set the queries read damaged just before, so the new
+                // pod loads it before the leader's scrub has put it back.
+                if rng.below(2) == 0
+                    && let Some((path, _)) =
+                        damage(admin, rng, Target::QueriedSet, &self.queried).await
+                {
+                    self.log.note(format!("damaged {path}"));
+                }
                 self.restart(i).await;
                 Some(format!("{fault:?} {id}"))
             }
