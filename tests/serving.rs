@@ -47,6 +47,35 @@ macro_rules! call {
     }};
 }
 
+/// `/readyz` answers 200, and yesterday's namespace totals come back whole: 200, not empty,
+/// nothing reported unavailable.
+macro_rules! assert_ready_and_serves_yesterday {
+    ($svc:expr, $why:expr) => {{
+        let (status, _, body) = call!($svc, test::TestRequest::get().uri("/readyz"));
+        assert_eq!(status, 200, "{}: {body}", $why);
+        let day = yesterday();
+        let (status, headers, body) = call!(
+            $svc,
+            test::TestRequest::get().uri(&format!(
+                "/model/allocation?window={},{}&aggregate=namespace&accumulate=true",
+                rfc(day.start),
+                rfc(day.end)
+            ))
+        );
+        assert_eq!(status, 200, "{}: {body}", $why);
+        assert!(
+            !headers.contains_key("x-data-unavailable"),
+            "{}: {body}",
+            $why
+        );
+        assert!(
+            !body["data"][0].as_object().unwrap().is_empty(),
+            "{}: {body}",
+            $why
+        );
+    }};
+}
+
 async fn snapshot(n: &support::Node) -> Arc<Snapshot> {
     n.replica.storage.send(CurrentSnapshot).await.unwrap()
 }
@@ -340,19 +369,7 @@ async fn a_leader_restarted_on_its_own_store_serves_it_while_the_bucket_is_down(
     })
     .await;
     let svc = service!(again);
-    let (status, _, body) = call!(svc, test::TestRequest::get().uri("/readyz"));
-    assert_eq!(status, 200, "its own store is its to serve: {body}");
-    let day = yesterday();
-    let (status, _, body) = call!(
-        svc,
-        test::TestRequest::get().uri(&format!(
-            "/model/allocation?window={},{}&aggregate=namespace&accumulate=true",
-            rfc(day.start),
-            rfc(day.end)
-        ))
-    );
-    assert_eq!(status, 200);
-    assert!(!body["data"][0].as_object().unwrap().is_empty(), "{body}");
+    assert_ready_and_serves_yesterday!(svc, "its own store is its to serve");
 
     // Demoted before the bucket confirmed that store: a follower does not serve it.
     again.election.demote(Some("other"));
@@ -399,20 +416,7 @@ async fn a_leader_demoted_while_the_bucket_is_down_keeps_serving_its_confirmed_l
     })
     .await;
     let svc = service!(l);
-    let (status, _, body) = call!(svc, test::TestRequest::get().uri("/readyz"));
-    assert_eq!(status, 200, "{body}");
-    let day = yesterday();
-    let (status, headers, body) = call!(
-        svc,
-        test::TestRequest::get().uri(&format!(
-            "/model/allocation?window={},{}&aggregate=namespace&accumulate=true",
-            rfc(day.start),
-            rfc(day.end)
-        ))
-    );
-    assert_eq!(status, 200, "{body}");
-    assert!(!headers.contains_key("x-data-unavailable"), "{body}");
-    assert!(!body["data"][0].as_object().unwrap().is_empty(), "{body}");
+    assert_ready_and_serves_yesterday!(svc, "a confirmed lineage stays servable");
 }
 
 /// Found by the fault suite (`tests/chaos.rs`): a follower that serves what the bucket vouched
@@ -438,23 +442,7 @@ async fn a_follower_promoted_while_the_bucket_is_down_keeps_serving_what_the_buc
     })
     .await;
     let svc = service!(f);
-    let (status, _, body) = call!(svc, test::TestRequest::get().uri("/readyz"));
-    assert_eq!(
-        status, 200,
-        "what the bucket vouched for is still servable: {body}"
-    );
-    let day = yesterday();
-    let (status, headers, body) = call!(
-        svc,
-        test::TestRequest::get().uri(&format!(
-            "/model/allocation?window={},{}&aggregate=namespace&accumulate=true",
-            rfc(day.start),
-            rfc(day.end)
-        ))
-    );
-    assert_eq!(status, 200, "{body}");
-    assert!(!headers.contains_key("x-data-unavailable"), "{body}");
-    assert!(!body["data"][0].as_object().unwrap().is_empty(), "{body}");
+    assert_ready_and_serves_yesterday!(svc, "what the bucket vouched for stays servable");
 }
 
 #[actix_web::test]

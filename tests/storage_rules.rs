@@ -550,32 +550,50 @@ async fn follower_serves_its_last_snapshot_through_a_bucket_outage() {
     }
 }
 
+/// Leads term 1, then sends a write whose backup hangs inside the bucket, holding the write
+/// lock, until `n.faults.release()`.
+async fn lead_with_a_hanging_write(
+    n: &support::Node,
+) -> tokio::task::JoinHandle<Result<WriteOutcome, actix::MailboxError>> {
+    n.lead(1).await;
+    n.faults.hold();
+    let write = actix::spawn(n.replica.storage.send(WriteSets {
+        term: 1,
+        sets: demo_sets(Utc::now() - chrono::Duration::days(2)),
+    }));
+    n.faults.parked(1).await;
+    write
+}
+
+/// Waits until storage has taken the role of `term` (`None`: following).
+async fn storage_leads(n: &support::Node, term: Option<u64>) {
+    until("storage hears of the role", || async {
+        n.replica.storage.send(GetStorageStatus).await.unwrap().term == term
+    })
+    .await;
+}
+
+/// Asserts `term` becomes writable within 20 s.
+async fn assert_writable(n: &support::Node, term: u64, store: &str) {
+    let writable = tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        n.replica.storage.send(AwaitWritable { term }),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("{store}: term {term} never became writable"));
+    assert!(writable.unwrap().is_ok(), "{store}");
+}
+
 #[actix_web::test]
 async fn a_promotion_while_a_backup_of_the_last_term_hangs_still_enables_writes() {
     for b in stores::all().await {
         let n = node("l", b.store.clone());
-        n.lead(1).await;
-        // A backup of term 1 hangs inside the bucket.
-        n.faults.hold();
-        let write = actix::spawn(n.replica.storage.send(WriteSets {
-            term: 1,
-            sets: demo_sets(Utc::now() - chrono::Duration::days(2)),
-        }));
-        n.faults.parked(1).await;
+        let write = lead_with_a_hanging_write(&n).await;
         // Term 2 arrives (the lease changed hands and came back); then the bucket answers.
         n.election.promote(2);
-        until("storage hears of term 2", || async {
-            n.replica.storage.send(GetStorageStatus).await.unwrap().term == Some(2)
-        })
-        .await;
+        storage_leads(&n, Some(2)).await;
         n.faults.release();
-        let writable = tokio::time::timeout(
-            std::time::Duration::from_secs(20),
-            n.replica.storage.send(AwaitWritable { term: 2 }),
-        )
-        .await
-        .unwrap_or_else(|_| panic!("{}: term 2 never became writable", b.name));
-        assert!(writable.unwrap().is_ok(), "{}", b.name);
+        assert_writable(&n, 2, b.name).await;
         let _ = write.await;
     }
 }
@@ -588,42 +606,17 @@ async fn a_promotion_while_a_backup_of_the_last_term_hangs_still_enables_writes(
 async fn a_promotion_to_the_term_just_demoted_from_still_enables_writes() {
     for b in stores::all().await {
         let n = node("l", b.store.clone());
-        n.lead(1).await;
-        // A write's backup hangs inside the bucket, holding the write lock.
-        n.faults.hold();
-        let write = actix::spawn(n.replica.storage.send(WriteSets {
-            term: 1,
-            sets: demo_sets(Utc::now() - chrono::Duration::days(2)),
-        }));
-        n.faults.parked(1).await;
+        let write = lead_with_a_hanging_write(&n).await;
         n.election.demote(None);
-        until("storage hears of the demotion", || async {
-            n.replica
-                .storage
-                .send(GetStorageStatus)
-                .await
-                .unwrap()
-                .term
-                .is_none()
-        })
-        .await;
+        storage_leads(&n, None).await;
         n.election.promote(1);
-        until("storage hears of term 1 again", || async {
-            n.replica.storage.send(GetStorageStatus).await.unwrap().term == Some(1)
-        })
-        .await;
+        storage_leads(&n, Some(1)).await;
         n.faults.release();
         assert!(
             matches!(write.await.unwrap().unwrap(), WriteOutcome::Dropped),
             "{}: the write of the demoted leadership must stop at its token",
             b.name
         );
-        let writable = tokio::time::timeout(
-            std::time::Duration::from_secs(20),
-            n.replica.storage.send(AwaitWritable { term: 1 }),
-        )
-        .await
-        .unwrap_or_else(|_| panic!("{}: term 1 never became writable again", b.name));
-        assert!(writable.unwrap().is_ok(), "{}", b.name);
+        assert_writable(&n, 1, b.name).await;
     }
 }
