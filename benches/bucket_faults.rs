@@ -43,6 +43,7 @@ fn replica(
         etl_interval: Duration::from_secs(3600),
         gc_grace: cost_model::storage::backup::GC_GRACE,
         heartbeat: Duration::from_secs(3600),
+        scrub_interval: Duration::from_secs(300),
         backfill: chrono::Duration::days(7),
         hourly_retention: chrono::Duration::hours(49),
         daily_retention: chrono::Duration::days(91),

@@ -47,6 +47,7 @@ fn replica(
         etl_interval: Duration::from_secs(86_400),
         gc_grace: cost_model::storage::backup::GC_GRACE,
         heartbeat: Duration::from_secs(3600),
+        scrub_interval: Duration::from_secs(300),
         backfill: chrono::Duration::hours(2),
         hourly_retention: chrono::Duration::days(60),
         daily_retention: chrono::Duration::days(400),
