@@ -573,7 +573,6 @@ struct RunResult {
     p50: Option<f64>,
     p99: Option<f64>,
     slowest: Option<f64>,
-    body_bytes: Option<u64>,
     generations: f64,
     rss: u64,
     peak: u64,
@@ -628,7 +627,6 @@ fn read_report(report: &serde_json::Value) -> anyhow::Result<OhaReport> {
         p50: f(&successful["p50"]),
         p99: f(&successful["p99"]),
         slowest: f(&report["summary"]["slowest"]),
-        body_bytes: report["summary"]["sizePerRequest"].as_u64(),
     })
 }
 
@@ -640,7 +638,6 @@ struct OhaReport {
     p50: Option<f64>,
     p99: Option<f64>,
     slowest: Option<f64>,
-    body_bytes: Option<u64>,
 }
 
 async fn oha(s: &Settings, url: &str, connections: usize) -> anyhow::Result<OhaReport> {
@@ -718,7 +715,6 @@ async fn run(
         p50: report.p50,
         p99: report.p99,
         slowest: report.slowest,
-        body_bytes: report.body_bytes,
         generations,
         rss,
         peak,
@@ -735,7 +731,7 @@ fn print_run(r: &RunResult) {
         .map(|(k, n)| format!("{k}: {n}"))
         .collect();
     println!(
-        "  {} {} c={}: {:.1} answers/s, p50 {} p99 {} max {}; {} ok, {} failed ({}); {:.0} generations; RSS {}, peak {}; CPU {:.2} s ({} per answer); body {}; {:.1} s; load {} → {}",
+        "  {} {} c={}: {:.1} answers/s, p50 {} p99 {} max {}; {} ok, {} failed ({}); {:.0} generations; RSS {}, peak {}; CPU {:.2} s ({} per answer); {:.1} s; load {} → {}",
         r.target,
         r.aggregate,
         r.connections,
@@ -754,7 +750,6 @@ fn print_run(r: &RunResult) {
             "{:.1} ms",
             d.as_secs_f64() * 1000.0
         )),
-        r.body_bytes.map_or("-".into(), human_bytes),
         r.total,
         r.load_before,
         r.load_after
