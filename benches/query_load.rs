@@ -57,16 +57,17 @@
     reason = "bench knobs come from the environment"
 )]
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use sha2::{Digest, Sha256};
-use tokio::process::{Child, Command};
+use common::*;
+use tokio::process::Command;
 
-const BIN: &str = env!("CARGO_BIN_EXE_cost-model");
 /// The hourly retention the data set was filled with (`query_latency`'s, Kubecost's).
 const HOURLY_RETENTION_H: u32 = 49;
 /// The follower's poll interval, as in `query_latency`.
@@ -76,34 +77,6 @@ const READY_WITHIN: Duration = Duration::from_secs(900);
 
 // ---------------------------------------------------------------------------------------------
 // Knobs.
-
-/// `name` from the environment parsed as `T`, or `default` when unset; an error naming the
-/// variable and its value when it is set but does not parse.
-fn knob<T: std::str::FromStr>(name: &str, default: T) -> anyhow::Result<T> {
-    let Ok(text) = std::env::var(name) else {
-        return Ok(default);
-    };
-    text.trim()
-        .parse()
-        .map_err(|_| anyhow::anyhow!("{name}={text:?} is not a valid value"))
-}
-
-/// A comma-separated list knob; an empty list is an error too.
-fn list_knob<T: std::str::FromStr>(name: &str, default: &str) -> anyhow::Result<Vec<T>> {
-    let text = std::env::var(name).unwrap_or_else(|_| default.to_string());
-    let items = text
-        .split(',')
-        .map(|item| {
-            item.trim().parse().map_err(|_| {
-                anyhow::anyhow!("{name}={text:?}: {:?} is not a valid value", item.trim())
-            })
-        })
-        .collect::<anyhow::Result<Vec<T>>>()?;
-    if items.is_empty() {
-        bail!("{name} is empty");
-    }
-    Ok(items)
-}
 
 /// Which process a run loads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -258,125 +231,6 @@ fn find_oha() -> anyhow::Result<PathBuf> {
 // ---------------------------------------------------------------------------------------------
 // A replica process.
 
-/// A `cost-model` process with its log in a file; killed if dropped while running.
-struct Replica {
-    child: Child,
-    pid: u32,
-    port: u16,
-    log: PathBuf,
-}
-
-impl Replica {
-    fn start(args: &[String], log: PathBuf, niced: bool) -> anyhow::Result<Replica> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
-        let mut cmd = if niced {
-            let mut nice = Command::new("nice");
-            nice.args(["-n", "10", BIN]);
-            nice
-        } else {
-            Command::new(BIN)
-        };
-        let log_file =
-            std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
-        cmd.args(["--listen", &format!("127.0.0.1:{port}")])
-            .args(args)
-            .env("RUST_LOG", "info")
-            // The bench's flags say what the replica is; an election setting in the caller's
-            // environment must not turn a follower into a candidate.
-            .env_remove("LEADER_FOLLOWER_ENABLED")
-            .stdout(Stdio::null())
-            .stderr(log_file)
-            .kill_on_drop(true);
-        let child = cmd.spawn().with_context(|| format!("starting {BIN}"))?;
-        let pid = child.id().context("the replica has no pid")?;
-        Ok(Replica {
-            child,
-            pid,
-            port,
-            log,
-        })
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
-    }
-
-    fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(20)..].join("\n")
-    }
-
-    fn ensure_running(&mut self) -> anyhow::Result<()> {
-        if let Some(status) = self.child.try_wait()? {
-            bail!(
-                "replica {} exited ({status}); log {}:\n{}",
-                self.pid,
-                self.log.display(),
-                self.log_tail()
-            );
-        }
-        Ok(())
-    }
-
-    /// (`VmRSS`, `VmHWM`) in bytes.
-    fn memory(&self) -> anyhow::Result<(u64, u64)> {
-        let path = format!("/proc/{}/status", self.pid);
-        let status = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
-        let kib = |field: &str| {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix(field))
-                .and_then(|v| v.trim().strip_suffix("kB"))
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .with_context(|| format!("no {field} in {path}"))
-        };
-        Ok((kib("VmRSS:")? * 1024, kib("VmHWM:")? * 1024))
-    }
-
-    /// Resets `VmHWM` to the current RSS (Linux's `clear_refs` value 5), so the next peak read
-    /// is the peak since now.
-    fn reset_peak(&self) -> anyhow::Result<()> {
-        let path = format!("/proc/{}/clear_refs", self.pid);
-        std::fs::write(&path, "5").with_context(|| format!("writing 5 to {path}"))
-    }
-
-    /// User + system CPU time so far (`/proc/<pid>/stat` fields 14 and 15, in USER_HZ = 100 ticks).
-    fn cpu(&self) -> anyhow::Result<Duration> {
-        let path = format!("/proc/{}/stat", self.pid);
-        let stat = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
-        // The command name (field 2) is in parentheses and may hold spaces: count from after it.
-        let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-        let fields: Vec<u64> = after_name
-            .split_whitespace()
-            .skip(11)
-            .take(2)
-            .filter_map(|v| v.parse().ok())
-            .collect();
-        match fields[..] {
-            [user, system] => Ok(Duration::from_millis((user + system) * 10)),
-            _ => bail!("cannot read utime and stime from {path}"),
-        }
-    }
-
-    /// SIGTERM, then the ordered shutdown's exit.
-    async fn stop(mut self) -> anyhow::Result<()> {
-        let sent = std::process::Command::new("kill")
-            .args(["-TERM", &self.pid.to_string()])
-            .status()
-            .context("running kill")?;
-        if !sent.success() {
-            bail!("kill -TERM {} failed", self.pid);
-        }
-        tokio::time::timeout(Duration::from_secs(120), self.child.wait())
-            .await
-            .with_context(|| format!("replica {} still running 120 s after SIGTERM", self.pid))??;
-        Ok(())
-    }
-}
-
 fn common_args(bucket: &Path, etl: &Path, identity: &str) -> Vec<String> {
     let mut args: Vec<String> = [
         "--identity",
@@ -430,43 +284,9 @@ fn leader_args(run: &Path, s: &Settings) -> Vec<String> {
 // ---------------------------------------------------------------------------------------------
 // Talking to a replica.
 
-async fn json(http: &reqwest::Client, url: &str) -> Option<(u16, serde_json::Value)> {
-    let resp = http.get(url).send().await.ok()?;
-    let code = resp.status().as_u16();
-    Some((code, resp.json().await.ok()?))
-}
-
-/// Polls `path` every `every` until `done` accepts its answer; fails when the replica exits or
-/// `READY_WITHIN` passes.
-async fn wait_until(
-    r: &mut Replica,
-    http: &reqwest::Client,
-    path: &str,
-    every: Duration,
-    mut done: impl FnMut(u16, &serde_json::Value) -> bool,
-) -> anyhow::Result<()> {
-    let deadline = Instant::now() + READY_WITHIN;
-    loop {
-        if let Some((code, body)) = json(http, &r.url(path)).await
-            && done(code, &body)
-        {
-            return Ok(());
-        }
-        r.ensure_running()?;
-        if Instant::now() > deadline {
-            bail!(
-                "{path} not as awaited within {READY_WITHIN:?}; log {}:\n{}",
-                r.log.display(),
-                r.log_tail()
-            );
-        }
-        tokio::time::sleep(every).await;
-    }
-}
-
 /// `/readyz` is 200 (a follower: a snapshot is loaded). `/readyz` has no JSON body, so this
 /// polls the status code alone.
-async fn wait_ready(r: &mut Replica, http: &reqwest::Client) -> anyhow::Result<()> {
+async fn wait_ready(r: &mut Proc, http: &reqwest::Client) -> anyhow::Result<()> {
     let deadline = Instant::now() + READY_WITHIN;
     loop {
         if let Ok(resp) = http.get(r.url("/readyz")).send().await
@@ -474,7 +294,7 @@ async fn wait_ready(r: &mut Replica, http: &reqwest::Client) -> anyhow::Result<(
         {
             return Ok(());
         }
-        r.ensure_running()?;
+        r.check_alive()?;
         if Instant::now() > deadline {
             bail!(
                 "not ready within {READY_WITHIN:?}; log {}:\n{}",
@@ -484,22 +304,6 @@ async fn wait_ready(r: &mut Replica, http: &reqwest::Client) -> anyhow::Result<(
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-}
-
-/// A sample of the replica's `/metrics` (the full name with labels), 0 when absent.
-async fn sample(http: &reqwest::Client, r: &Replica, name: &str) -> anyhow::Result<f64> {
-    let text = http
-        .get(r.url("/metrics"))
-        .send()
-        .await
-        .context("GET /metrics")?
-        .text()
-        .await?;
-    Ok(text
-        .lines()
-        .filter_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
-        .find_map(|v| v.trim().parse().ok())
-        .unwrap_or(0.0))
 }
 
 const LOADED: &str = "costmodel_backup_polls_total{result=\"loaded\"}";
@@ -542,10 +346,6 @@ fn load_average() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
         .unwrap_or_else(|_| "?".into())
-}
-
-fn mib(bytes: u64) -> String {
-    format!("{:.0} MiB", bytes as f64 / (1024.0 * 1024.0))
 }
 
 fn ms(secs: Option<f64>) -> String {
@@ -683,7 +483,7 @@ async fn oha(s: &Settings, url: &str, connections: usize) -> anyhow::Result<OhaR
 async fn run(
     s: &Settings,
     http: &reqwest::Client,
-    r: &mut Replica,
+    r: &mut Proc,
     target: Target,
     aggregate: &Aggregate,
     connections: usize,
@@ -694,16 +494,16 @@ async fn run(
         Target::Follower => LOADED,
         Target::Leader => GENERATION,
     };
-    let before = sample(http, r, counter).await?;
+    let before = metric(http, r, counter).await?;
     let load_before = load_average();
     r.reset_peak()?;
     let cpu = r.cpu()?;
     let report = oha(s, &r.url(&s.path(aggregate)), connections).await?;
     let cpu = r.cpu()? - cpu;
-    let (rss, peak) = r.memory()?;
+    let (rss, peak) = r.rss()?;
     let load_after = load_average();
-    r.ensure_running()?;
-    let generations = sample(http, r, counter).await? - before;
+    r.check_alive()?;
+    let generations = metric(http, r, counter).await? - before;
     Ok(RunResult {
         target,
         aggregate: aggregate.0.clone(),
@@ -804,11 +604,6 @@ fn print_table(s: &Settings, results: &[RunResult]) {
 // ---------------------------------------------------------------------------------------------
 // The data set.
 
-fn sha256_file(path: &str) -> anyhow::Result<String> {
-    let bytes = std::fs::read(path).with_context(|| format!("reading {path}"))?;
-    Ok(hex::encode(Sha256::digest(&bytes)))
-}
-
 /// The cached data set's folder, checked against its `key.json`.
 fn dataset(s: &Settings) -> anyhow::Result<PathBuf> {
     let root = std::env::var("BENCH_DATA_DIR").map_or_else(
@@ -883,11 +678,11 @@ fn copy_tree(from: &Path, to: &Path) -> anyhow::Result<u64> {
 async fn load_target(
     s: &Settings,
     http: &reqwest::Client,
-    r: &mut Replica,
+    r: &mut Proc,
     target: Target,
     results: &mut Vec<RunResult>,
 ) -> anyhow::Result<()> {
-    let (rss, peak) = r.memory()?;
+    let (rss, peak) = r.rss()?;
     println!(
         "{target}: pid {}, RSS {}, peak since start {}, load {}",
         r.pid,
@@ -926,26 +721,25 @@ async fn follower_phase(
     results: &mut Vec<RunResult>,
 ) -> anyhow::Result<()> {
     let t = Instant::now();
-    let mut follower =
-        Replica::start(&follower_args(run_dir), run_dir.join("follower.log"), false)?;
+    let mut follower = Proc::spawn(&follower_args(run_dir), run_dir.join("follower.log"), false)?;
     wait_ready(&mut follower, http).await?;
     println!(
         "follower ready {:.1} s after start ({:.1} s CPU)",
         t.elapsed().as_secs_f64(),
         follower.cpu()?.as_secs_f64()
     );
-    let loaded = sample(http, &follower, LOADED).await?;
+    let loaded = metric(http, &follower, LOADED).await?;
     let t = Instant::now();
-    let mut leader = Replica::start(
+    let mut leader = Proc::spawn(
         &leader_args(run_dir, s),
         run_dir.join("leader-niced.log"),
         true,
     )?;
     // The phase starts once the follower has loaded something the leader published.
     let deadline = Instant::now() + READY_WITHIN;
-    while sample(http, &follower, LOADED).await? <= loaded {
-        leader.ensure_running()?;
-        follower.ensure_running()?;
+    while metric(http, &follower, LOADED).await? <= loaded {
+        leader.check_alive()?;
+        follower.check_alive()?;
         if Instant::now() > deadline {
             bail!(
                 "the follower loaded no generation of the leader within {READY_WITHIN:?}; leader log:\n{}",
@@ -971,23 +765,24 @@ async fn leader_phase(
     results: &mut Vec<RunResult>,
 ) -> anyhow::Result<()> {
     let t = Instant::now();
-    let mut leader = Replica::start(&leader_args(run_dir, s), run_dir.join("leader.log"), false)?;
+    let mut leader = Proc::spawn(&leader_args(run_dir, s), run_dir.join("leader.log"), false)?;
     wait_ready(&mut leader, http).await?;
     let ready = t.elapsed();
-    wait_until(
+    wait_json(
         &mut leader,
         http,
         "/model/etl/status",
         Duration::from_millis(200),
+        READY_WITHIN,
         |code, status| code == 200 && caught_up(status),
     )
     .await?;
     // And one generation of its own published since, so the runs start with the ETL loop in
     // its steady state.
-    let generation = sample(http, &leader, GENERATION).await?;
+    let generation = metric(http, &leader, GENERATION).await?;
     let deadline = Instant::now() + READY_WITHIN;
-    while sample(http, &leader, GENERATION).await? <= generation {
-        leader.ensure_running()?;
+    while metric(http, &leader, GENERATION).await? <= generation {
+        leader.check_alive()?;
         if Instant::now() > deadline {
             bail!(
                 "the leader published nothing within {READY_WITHIN:?}; log:\n{}",
